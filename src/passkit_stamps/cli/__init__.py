@@ -1,0 +1,57 @@
+"""The ``passkit-stamps`` command line.
+
+Each area keeps its commands in its own module (``apple``, ``google``, ``cards``, ``serve``);
+this module wires them into one group and turns every library error into a one-line reason and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from ..errors import PasskitStampsError
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: multi-line messages (template problems, pass reasons) joined."""
+    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except PasskitStampsError as exc:
+            raise click.ClickException(one_line(exc)) from None
+        except (OSError, ValueError) as exc:
+            if os.environ.get("PASSKIT_STAMPS_DEBUG"):
+                raise
+            raise click.ClickException(one_line(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="passkit-stamps")
+def main() -> None:
+    """Stamp cards for Apple Wallet and Google Wallet."""
+
+
+def _register() -> None:
+    # Imported here so each area's module stays independent of the others.
+    from . import apple, cards, google, serve
+
+    for module in (apple, google, cards, serve):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""CLI commands: google."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

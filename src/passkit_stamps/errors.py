@@ -1,0 +1,192 @@
+"""One exception hierarchy for the whole library.
+
+Every error a caller can act on derives from :class:`PasskitStampsError`. The class name says what
+went wrong; the message says which input to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class PasskitStampsError(Exception):
+    """Base class of every error raised by passkit_stamps."""
+
+
+# -- templates ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a template: where it is and what is wrong."""
+
+    place: str  # e.g. "template.toml: rewards[1].at" or "images/logo.png"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.place}: {self.message}"
+
+
+class TemplateError(PasskitStampsError):
+    """A card template is invalid. ``problems`` lists every problem with its place."""
+
+    def __init__(self, problems: Iterable[Problem], *, source: str | None = None) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        self.source = source
+        head = f"invalid card template {source}" if source else "invalid card template"
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{head} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class TextTemplateError(PasskitStampsError):
+    """A jinja2 text template failed to render (or tried to escape the sandbox)."""
+
+
+# -- Apple: credentials, building, verifying ----------------------------------------------------
+
+
+class CredentialsError(PasskitStampsError):
+    """Signing credentials could not be used. The message names the file and the fix."""
+
+
+class WrongPasswordError(CredentialsError):
+    """The password of a .p12 file or an encrypted key is wrong or missing."""
+
+
+class KeyMismatchError(CredentialsError):
+    """The private key does not belong to the certificate."""
+
+
+class NotPassTypeCertificateError(CredentialsError):
+    """The certificate is not an Apple Pass Type ID certificate."""
+
+
+class CertificateExpiredError(CredentialsError):
+    """A certificate is expired or not yet valid."""
+
+
+class WWDRCertificateError(CredentialsError):
+    """The WWDR intermediate is wrong (did not issue the signer) or expired."""
+
+
+class PassBuildError(PasskitStampsError):
+    """A pass cannot be built from the given inputs (e.g. identifiers disagree with the certificate)."""
+
+
+class InvalidPassError(PasskitStampsError):
+    """A .pkpass failed verification. ``reasons`` lists every reason."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        self.reasons: tuple[str, ...] = tuple(reasons)
+        super().__init__("invalid pass:\n" + "\n".join(f"  - {r}" for r in self.reasons))
+
+
+class UnsafeArchiveError(InvalidPassError):
+    """An archive is oversized or would unpack to an unreasonable size (zip bomb)."""
+
+
+# -- the stamp engine -----------------------------------------------------------------------------
+
+
+class CardError(PasskitStampsError):
+    """An operation on a card is not allowed in its current state."""
+
+
+class InvalidStampCountError(CardError):
+    """A stamp count is out of range (n < 1, negative, or above the template's limits)."""
+
+
+class StampLimitError(CardError):
+    """A template limit refuses the stamp: too many per visit, or within the cool-down."""
+
+
+class CardInactiveError(CardError):
+    """The card is voided, expired, completed or deleted and cannot change."""
+
+
+class VoucherError(CardError):
+    """A voucher cannot be redeemed: unknown, already redeemed, or belongs to another card."""
+
+
+# -- storage ------------------------------------------------------------------------------------
+
+
+class StoreError(PasskitStampsError):
+    """The store failed or its schema cannot be used."""
+
+
+class NotFoundError(PasskitStampsError):
+    """Something looked up does not exist."""
+
+
+class CardNotFoundError(NotFoundError):
+    """No card has this serial (or it was deleted)."""
+
+
+class TemplateNotFoundError(NotFoundError):
+    """No template with this id (or version) was published."""
+
+
+class IdempotencyConflictError(PasskitStampsError):
+    """An idempotency key was reused for a different operation."""
+
+
+# -- Google Wallet ------------------------------------------------------------------------------
+
+
+class GoogleWalletError(PasskitStampsError):
+    """The Google Wallet API answered with an error. Carries Google's reason and message."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        reason: str | None = None,
+        google_message: str | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.google_message = google_message
+        super().__init__(message)
+
+
+class GoogleValidationError(GoogleWalletError):
+    """400: Google refused the payload (bad id, unknown field, bad enum)."""
+
+
+class GooglePermissionError(GoogleWalletError):
+    """403: the service account may not act for this issuer."""
+
+
+class GoogleNotificationQuotaError(GooglePermissionError):
+    """403 quotaExceeded: the pass has used its notifications for the last 24 hours."""
+
+
+class GoogleNotFoundError(GoogleWalletError):
+    """404: the object does not exist."""
+
+
+class GoogleClassNotFoundError(GoogleNotFoundError):
+    """404 on an object insert: its class does not exist."""
+
+
+class GoogleAlreadyExistsError(GoogleWalletError):
+    """409: the resource already exists."""
+
+
+class GoogleRateLimitedError(GoogleWalletError):
+    """429 after every retry: too many requests."""
+
+
+class GoogleTransientError(GoogleWalletError):
+    """5xx or a connection error after every retry."""
+
+
+class GoogleAuthError(GoogleWalletError):
+    """Service-account credentials are missing, malformed, or were refused."""
+
+
+class CallbackVerificationError(PasskitStampsError):
+    """A Google save/delete callback failed verification (signature, expiry, issuer, replay)."""

@@ -1,0 +1,700 @@
+"""The stamp-card domain: templates (the program), issued cards, rewards and vouchers.
+
+Everything here is validated, typed and immutable. A :class:`CardTemplate` is usually loaded from a
+folder (``templates/<id>/template.toml`` plus PNG images) with :meth:`CardTemplate.load`; every
+problem in it is reported at once in one :class:`~passkit_stamps.errors.TemplateError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import date, datetime
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+from PIL import Image, UnidentifiedImageError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import Problem, TemplateError
+from .templating import check_text_template
+
+TEMPLATE_FILE = "template.toml"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# -- colours ------------------------------------------------------------------------------------
+
+
+class Color(NamedTuple):
+    """An sRGB colour. Written in templates as ``#rrggbb`` or ``rgb(r, g, b)``."""
+
+    r: int
+    g: int
+    b: int
+
+    def apple(self) -> str:
+        """Apple's pass.json form: ``rgb(r, g, b)``."""
+        return f"rgb({self.r}, {self.g}, {self.b})"
+
+    def hex(self) -> str:
+        """Google's and CSS's form: ``#rrggbb``."""
+        return f"#{self.r:02x}{self.g:02x}{self.b:02x}"
+
+    def luminance(self) -> float:
+        """WCAG relative luminance, for contrast checks."""
+
+        def channel(c: int) -> float:
+            s = c / 255
+            return s / 12.92 if s <= 0.03928 else ((s + 0.055) / 1.055) ** 2.4
+
+        return 0.2126 * channel(self.r) + 0.7152 * channel(self.g) + 0.0722 * channel(self.b)
+
+    def contrast(self, other: Color) -> float:
+        """WCAG contrast ratio between two colours (1 to 21)."""
+        a, b = sorted((self.luminance(), other.luminance()), reverse=True)
+        return (a + 0.05) / (b + 0.05)
+
+
+_HEX = re.compile(r"#([0-9a-fA-F]{6})")
+_RGB = re.compile(r"rgb\(\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*\)")
+
+
+def parse_color(value: Any) -> Color:
+    if isinstance(value, Color):
+        return value
+    if isinstance(value, tuple | list) and len(value) == 3:
+        r, g, b = (int(v) for v in value)
+    elif isinstance(value, str) and (m := _HEX.fullmatch(value.strip())):
+        h = m.group(1)
+        r, g, b = int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    elif isinstance(value, str) and (m := _RGB.fullmatch(value.strip())):
+        r, g, b = (int(m.group(i)) for i in (1, 2, 3))
+    else:
+        raise ValueError(f"invalid colour {value!r}: use '#rrggbb' or 'rgb(r, g, b)'")
+    if not all(0 <= c <= 255 for c in (r, g, b)):
+        raise ValueError(f"invalid colour {value!r}: each channel must be 0 to 255")
+    return Color(r, g, b)
+
+
+ColorField = Annotated[Color, BeforeValidator(parse_color)]
+
+# -- images -------------------------------------------------------------------------------------
+
+
+class ImageRole(NamedTuple):
+    name: str
+    min_width: int
+    min_height: int
+    square: bool = False
+
+
+# Minimum pixel sizes: the library scales down, never up, so each role must be large enough for
+# its largest use (icon: Google's programLogo wants a square >= 660 px; Apple's @3x icon is 87 px).
+ICON = ImageRole("icon", 660, 660, square=True)
+LOGO = ImageRole("logo", 150, 150)  # Apple: 160x50 pt box at @3x is 480x150 px; square logos fit
+STAMP = ImageRole("stamp", 96, 96, square=True)
+
+
+def check_png(data: bytes, role: ImageRole) -> bytes:
+    """Check that ``data`` is a readable PNG at least as large as ``role`` needs."""
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError("not a PNG image")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"unreadable PNG image ({exc})") from exc
+    if width < role.min_width or height < role.min_height:
+        raise ValueError(
+            f"image too small for the {role.name}: {width}x{height} px, "
+            f"needs at least {role.min_width}x{role.min_height} px"
+        )
+    if role.square and abs(width - height) > max(2, width // 50):
+        raise ValueError(f"the {role.name} must be square, got {width}x{height} px")
+    return data
+
+
+def _png(role: ImageRole) -> Any:
+    return BeforeValidator(lambda v: check_png(v, role) if isinstance(v, bytes) else _not_bytes(v))
+
+
+def _not_bytes(value: Any) -> bytes:
+    raise ValueError(f"expected PNG bytes, got {type(value).__name__}")
+
+
+IconPng = Annotated[bytes, _png(ICON)]
+LogoPng = Annotated[bytes, _png(LOGO)]
+StampPng = Annotated[bytes, _png(STAMP)]
+
+# -- template parts -----------------------------------------------------------------------------
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+#: A text in one language, or one per language (``{en = "...", de = "..."}``).
+Localized = str | dict[str, str]
+
+
+def localized(value: Localized, language: str, default_language: str) -> str:
+    """Pick ``language`` from a localized text, falling back to the default language."""
+    if isinstance(value, str):
+        return value
+    return value.get(language) or value.get(default_language) or next(iter(value.values()), "")
+
+
+class RewardStep(BaseModel):
+    """A reward earned when the card reaches ``at`` stamps."""
+
+    model_config = _STRICT
+
+    at: int = Field(ge=1)
+    title: Localized = Field(min_length=1)
+    description: Localized = ""
+
+
+class AfterLastReward(StrEnum):
+    """What happens when a card passes its last reward step."""
+
+    NEW_ROUND = "new_round"  # start again at 0; extra stamps are dropped
+    CARRY_OVER = "carry_over"  # start again, keeping the stamps beyond the last step
+    COMPLETE = "complete"  # the card is completed and takes no more stamps
+
+
+class BarcodeFormat(StrEnum):
+    QR = "qr"
+    PDF417 = "pdf417"
+    AZTEC = "aztec"
+    CODE128 = "code128"
+
+
+class ExpiryKind(StrEnum):
+    NONE = "none"
+    FIXED_DATE = "fixed_date"
+    DAYS_AFTER_ISSUE = "days_after_issue"
+    DAYS_AFTER_LAST_STAMP = "days_after_last_stamp"
+
+
+class ExpiryRule(BaseModel):
+    """When cards of a template expire."""
+
+    model_config = _STRICT
+
+    kind: ExpiryKind = ExpiryKind.NONE
+    date: datetime | None = None  # for fixed_date (a TOML date or an ISO 8601 date-time)
+    days: int | None = Field(default=None, ge=1, le=36_500)
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _date_to_datetime(cls, v: Any) -> Any:
+        if isinstance(v, date) and not isinstance(v, datetime):
+            return datetime(v.year, v.month, v.day, 23, 59, 59)
+        return v
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> ExpiryRule:
+        if self.kind is ExpiryKind.FIXED_DATE and self.date is None:
+            raise ValueError("kind 'fixed_date' needs 'date'")
+        if self.kind in (ExpiryKind.DAYS_AFTER_ISSUE, ExpiryKind.DAYS_AFTER_LAST_STAMP):
+            if self.days is None:
+                raise ValueError(f"kind '{self.kind}' needs 'days'")
+        return self
+
+
+class Limits(BaseModel):
+    """Optional anti-abuse limits on stamping."""
+
+    model_config = _STRICT
+
+    max_stamps_per_visit: int | None = Field(default=None, ge=1)
+    cooldown_minutes: int | None = Field(default=None, ge=1)
+
+
+class Link(BaseModel):
+    model_config = _STRICT
+
+    title: Localized
+    url: str = Field(pattern=r"^https?://\S+$", max_length=2000)
+
+
+class Design(BaseModel):
+    """Colours and images. A design-only change does not change a card's rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    background_color: ColorField
+    foreground_color: ColorField
+    label_color: ColorField
+    #: Square brand mark, >= 660 px: Apple's icon and Google's programLogo.
+    icon: IconPng
+    #: Wide or square logo shown at the top of the Apple pass.
+    logo: LogoPng | None = None
+    #: Stamp images; a built-in drawing is used when absent.
+    stamp_filled: StampPng | None = None
+    stamp_empty: StampPng | None = None
+
+    def __repr__(self) -> str:  # keep image bytes out of reprs and logs
+        return (
+            f"Design(background_color={self.background_color.hex()}, "
+            f"foreground_color={self.foreground_color.hex()}, label_color={self.label_color.hex()})"
+        )
+
+
+class TemplateTexts(BaseModel):
+    """The texts of one language. Values may be jinja2 templates (rendered in the sandbox).
+
+    Variables: ``stamps``, ``required``, ``remaining``, ``next_reward``, ``holder_name``,
+    ``vouchers_ready``, ``card_number``, ``organization``. Labels left out take the built-in
+    translation for the language (see :data:`BUILTIN_LABELS`).
+    """
+
+    model_config = _STRICT
+
+    terms: str = Field(min_length=1, max_length=4000)
+    how_to_earn: str = Field(min_length=1, max_length=2000)
+    progress_label: str | None = None
+    progress_value: str | None = None
+    next_reward_label: str | None = None
+    next_reward_value: str | None = None
+    all_rewards_earned: str | None = None
+    holder_label: str | None = None
+    vouchers_label: str | None = None
+    terms_label: str | None = None
+    how_to_earn_label: str | None = None
+    message_label: str | None = None
+    progress_change_message: str | None = None
+
+    def label(self, key: str, language: str) -> str:
+        """A text by key, falling back to the built-in translation for ``language``."""
+        value = getattr(self, key)
+        if value is not None:
+            return str(value)
+        return BUILTIN_LABELS[language][key]
+
+
+#: Built-in translations of the labels; other languages must give every label themselves.
+BUILTIN_LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "progress_label": "Stamps",
+        "progress_value": "{{ stamps }} / {{ required }}",
+        "next_reward_label": "Next reward",
+        "next_reward_value": "{{ next_reward }} in {{ remaining }}",
+        "all_rewards_earned": "All rewards earned",
+        "holder_label": "Member",
+        "vouchers_label": "Rewards ready",
+        "terms_label": "Terms",
+        "how_to_earn_label": "How to earn stamps",
+        "message_label": "Message",
+        "progress_change_message": "Stamps: %@",
+    },
+    "de": {
+        "progress_label": "Stempel",
+        "progress_value": "{{ stamps }} / {{ required }}",
+        "next_reward_label": "Nächste Prämie",
+        "next_reward_value": "{{ next_reward }} in {{ remaining }}",
+        "all_rewards_earned": "Alle Prämien erreicht",
+        "holder_label": "Mitglied",
+        "vouchers_label": "Einlösbare Prämien",
+        "terms_label": "Bedingungen",
+        "how_to_earn_label": "So sammeln Sie Stempel",
+        "message_label": "Nachricht",
+        "progress_change_message": "Stempel: %@",
+    },
+}
+LABEL_KEYS: tuple[str, ...] = tuple(BUILTIN_LABELS["en"])
+
+_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+
+# -- the template -------------------------------------------------------------------------------
+
+
+class CardTemplate(BaseModel):
+    """A stamp-card program: rules, design and texts, at one version.
+
+    Rules (``stamps_required``, ``rewards``, ``after_last_reward``, ``expiry``, ``limits``) are
+    frozen per version; design and texts may change without a new version.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    id: str = Field(pattern=_ID)
+    version: int = Field(ge=1)
+    name: str = Field(min_length=1, max_length=100)
+    organization_name: str = Field(min_length=1, max_length=100)
+    description: str = Field(min_length=1, max_length=200)
+    stamps_required: int = Field(ge=2, le=30)
+    rewards: tuple[RewardStep, ...] = Field(min_length=1)
+    after_last_reward: AfterLastReward = AfterLastReward.CARRY_OVER
+    design: Design
+    barcode_format: BarcodeFormat = BarcodeFormat.QR
+    #: Texts per language; the first language is the default.
+    texts: dict[str, TemplateTexts] = Field(min_length=1)
+    expiry: ExpiryRule = ExpiryRule()
+    limits: Limits = Limits()
+    website: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2000)
+    links: tuple[Link, ...] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> CardTemplate:
+        problems = rule_problems(self)
+        if problems:
+            raise TemplateError(problems, source=self.id)
+        return self
+
+    # -- derived ------------------------------------------------------------------------------
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(self.texts)
+
+    @property
+    def default_language(self) -> str:
+        return next(iter(self.texts))
+
+    @property
+    def key(self) -> str:
+        """``<id>@v<version>``, as cards show it."""
+        return f"{self.id}@v{self.version}"
+
+    @property
+    def last_step(self) -> int:
+        return self.rewards[-1].at
+
+    @cached_property
+    def design_digest(self) -> str:
+        """A short hash of everything that changes how the card looks (cache key for images)."""
+        h = hashlib.sha256()
+        d = self.design
+        h.update(repr((d.background_color, d.foreground_color, d.label_color)).encode())
+        for image in (d.icon, d.logo, d.stamp_filled, d.stamp_empty):
+            h.update(hashlib.sha256(image or b"").digest())
+        h.update(str(self.stamps_required).encode())
+        return h.hexdigest()[:16]
+
+    def reward_at(self, stamps: int) -> RewardStep | None:
+        """The reward earned exactly at ``stamps``, if any."""
+        return next((r for r in self.rewards if r.at == stamps), None)
+
+    def next_reward(self, stamps: int) -> RewardStep | None:
+        """The next reward still to earn with ``stamps`` in the current round."""
+        return next((r for r in self.rewards if r.at > stamps), None)
+
+    def current_reward(self, stamps: int) -> RewardStep | None:
+        """The highest reward already reached in the current round."""
+        reached = [r for r in self.rewards if r.at <= stamps]
+        return reached[-1] if reached else None
+
+    def texts_for(self, language: str | None = None) -> TemplateTexts:
+        return self.texts.get(language or "", None) or self.texts[self.default_language]
+
+    def label(self, key: str, language: str | None = None) -> str:
+        lang = language if language in self.texts else self.default_language
+        return self.texts[lang].label(key, lang)  # type: ignore[index]
+
+    # -- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> CardTemplate:
+        """Load ``path/template.toml`` and its images. Raises one TemplateError listing every
+        problem with its place."""
+        folder = Path(path)
+        toml_path = folder / TEMPLATE_FILE
+        try:
+            raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise TemplateError(
+                [Problem(str(toml_path), "file not found")], source=str(folder)
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TemplateError([Problem(str(toml_path), f"unreadable: {exc}")], source=str(folder)) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise TemplateError([Problem(TEMPLATE_FILE, f"invalid TOML: {exc}")], source=str(folder)) from None
+        return cls.from_mapping(raw, folder=folder)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], *, folder: Path | None = None) -> CardTemplate:
+        """Validate a template given as a mapping (the parsed TOML). Image entries under
+        ``design`` are file names relative to ``folder``, or PNG bytes."""
+        problems: list[Problem] = []
+        data = dict(raw)
+        design = data.get("design")
+        if isinstance(design, Mapping):
+            design = dict(design)
+            for key in ("icon", "logo", "stamp_filled", "stamp_empty"):
+                value = design.get(key)
+                if isinstance(value, str):
+                    loaded = _read_image(folder, value, f"design.{key}", problems)
+                    if loaded is None:
+                        design.pop(key)
+                        if key == "icon":  # already reported; do not also report "missing"
+                            design[key] = _PLACEHOLDER_ICON
+                    else:
+                        design[key] = loaded
+            data["design"] = design
+        source = str(folder) if folder else data.get("id")
+        try:
+            template = cls.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_problems_from(exc))
+            problems.extend(_partial_rule_problems(data, problems))
+            raise TemplateError(problems, source=source) from None
+        except TemplateError as exc:
+            raise TemplateError([*problems, *exc.problems], source=source) from None
+        if problems:
+            raise TemplateError(problems, source=source)
+        return template
+
+
+def _placeholder_icon() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (ICON.min_width, ICON.min_height)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+_PLACEHOLDER_ICON = _placeholder_icon()
+
+
+def _read_image(folder: Path | None, name: str, place: str, problems: list[Problem]) -> bytes | None:
+    where = f"{TEMPLATE_FILE}: {place}"
+    if folder is None:
+        problems.append(Problem(where, f"image file {name!r} given without a template folder"))
+        return None
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        problems.append(Problem(where, f"image path {name!r} must stay inside the template folder"))
+        return None
+    try:
+        return (folder / name).read_bytes()
+    except FileNotFoundError:
+        problems.append(Problem(where, f"image file {name!r} not found"))
+    except OSError as exc:
+        problems.append(Problem(where, f"image file {name!r} unreadable: {exc.strerror}"))
+    return None
+
+
+def _problems_from(exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        place = ""
+        for part in err["loc"]:
+            if isinstance(part, int):
+                place += f"[{part}]"
+            elif part in ("function-before[check_png(), bytes]",) or "function" in str(part):
+                continue
+            else:
+                place += f".{part}" if place else str(part)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "missing key"
+        problems.append(Problem(f"{TEMPLATE_FILE}: {place or '(top level)'}", msg))
+    return problems
+
+
+def _partial_rule_problems(data: Mapping[str, Any], known: list[Problem]) -> list[Problem]:
+    """Run the cross-field rules on whichever parts validated, so one load reports every
+    problem rather than stopping at the first failing field."""
+    parts: dict[str, Any] = {}
+    adapters: dict[str, Any] = {
+        "stamps_required": TypeAdapter(Annotated[int, Field(ge=2, le=30)]),
+        "rewards": TypeAdapter(tuple[RewardStep, ...]),
+        "texts": TypeAdapter(dict[str, TemplateTexts]),
+        "links": TypeAdapter(tuple[Link, ...]),
+        "expiry": TypeAdapter(ExpiryRule),
+    }
+    defaults: dict[str, Any] = {"stamps_required": 30, "rewards": (), "texts": {}, "links": (),
+                                "expiry": ExpiryRule()}
+    for name, adapter in adapters.items():
+        try:
+            parts[name] = adapter.validate_python(data.get(name, defaults[name]))
+        except ValidationError:
+            parts[name] = defaults[name]
+    seen = {str(p) for p in known}
+    shell = CardTemplate.model_construct(**parts)
+    return [p for p in rule_problems(shell) if str(p) not in seen]
+
+
+def rule_problems(t: CardTemplate) -> list[Problem]:
+    """Cross-field rules pydantic cannot express field by field."""
+    problems: list[Problem] = []
+
+    def add(place: str, message: str) -> None:
+        problems.append(Problem(f"{TEMPLATE_FILE}: {place}", message))
+
+    seen: set[int] = set()
+    previous = 0
+    for i, step in enumerate(t.rewards):
+        if step.at > t.stamps_required:
+            add(f"rewards[{i}].at", f"must be <= stamps_required ({t.stamps_required})")
+        if step.at in seen:
+            add(f"rewards[{i}].at", f"duplicate reward step {step.at}")
+        elif step.at < previous:
+            add(f"rewards[{i}].at", "reward steps must be in increasing order")
+        seen.add(step.at)
+        previous = max(previous, step.at)
+        for field in ("title", "description"):
+            value = getattr(step, field)
+            if isinstance(value, dict):
+                for lang in t.texts:
+                    if not value.get(lang) and (field == "title" or value):
+                        add(f"rewards[{i}].{field}", f"missing text for language '{lang}'")
+                for lang in value:
+                    if lang not in t.texts:
+                        add(f"rewards[{i}].{field}.{lang}", "language not listed under [texts]")
+    for i, link in enumerate(t.links):
+        if isinstance(link.title, dict):
+            for lang in t.texts:
+                if not link.title.get(lang):
+                    add(f"links[{i}].title", f"missing text for language '{lang}'")
+    for lang, texts in t.texts.items():
+        if not _LANG.match(lang):
+            add(f"texts.{lang}", "not a language code (e.g. 'en', 'de', 'pt-BR')")
+        for key in LABEL_KEYS:
+            if getattr(texts, key) is None and key not in BUILTIN_LABELS.get(lang, {}):
+                add(f"texts.{lang}.{key}", f"missing text (no built-in translation for '{lang}')")
+        for key in ("terms", "how_to_earn", *LABEL_KEYS):
+            value = getattr(texts, key)
+            if value is not None and (reason := check_text_template(value)):
+                add(f"texts.{lang}.{key}", reason)
+        change = getattr(texts, "progress_change_message")
+        if change is not None and "%@" not in change:
+            add(f"texts.{lang}.progress_change_message", "must contain '%@'")
+    if t.expiry.kind is ExpiryKind.FIXED_DATE and t.expiry.days is not None:
+        add("expiry.days", "not used with kind 'fixed_date'")
+    return problems
+
+
+# -- issued cards -------------------------------------------------------------------------------
+
+
+class CardState(StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+class Holder(BaseModel):
+    """The customer holding a card. Every field is optional (anonymous cards exist)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    phone: str | None = Field(default=None, max_length=40, pattern=r"^[0-9+()./ -]+$")
+
+
+class VoucherKind(StrEnum):
+    REWARD = "reward"  # earned by reaching a reward step
+    COUPON = "coupon"  # issued personally by the merchant
+
+
+class Voucher(BaseModel):
+    """A reward or coupon on a card, redeemable once with its code."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(min_length=6, max_length=64)
+    kind: VoucherKind
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    issued_at: datetime
+    redeemed_at: datetime | None = None
+    #: For rewards: the step (stamp count) that earned it.
+    reward_at: int | None = None
+
+    @property
+    def redeemed(self) -> bool:
+        return self.redeemed_at is not None
+
+
+class Card(BaseModel):
+    """An issued card: one holder's progress on one template version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    serial: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    template_id: str = Field(pattern=_ID)
+    template_version: int = Field(ge=1)
+    holder: Holder = Holder()
+    #: Stamps in the current round.
+    stamps: int = Field(default=0, ge=0)
+    #: Rounds completed since issue (a new round starts after the last reward step).
+    rounds_completed: int = Field(default=0, ge=0)
+    vouchers: tuple[Voucher, ...] = ()
+    created_at: datetime
+    last_stamp_at: datetime | None = None
+    state: CardState = CardState.ACTIVE
+    #: The Apple web-service token: random, >= 16 characters, never changes.
+    authentication_token: str = Field(min_length=16, max_length=128, repr=False)
+    expires_at: datetime | None = None
+    #: The latest personal message (shown on the back of the pass).
+    message: str | None = Field(default=None, max_length=1000)
+    #: Language for texts; the template's default when None.
+    language: str | None = None
+
+    @property
+    def vouchers_ready(self) -> tuple[Voucher, ...]:
+        return tuple(v for v in self.vouchers if not v.redeemed)
+
+    @property
+    def voided(self) -> bool:
+        return self.state is CardState.VOIDED
+
+
+class Progress(NamedTuple):
+    """Where a card stands in its current round."""
+
+    stamps: int
+    required: int
+    remaining: int  # stamps to the next reward (0 when none is left)
+    next_reward: RewardStep | None
+    current_reward: RewardStep | None
+    percent: int
+
+
+def progress(template: CardTemplate, card: Card) -> Progress:
+    stamps = min(card.stamps, template.stamps_required)
+    nxt = template.next_reward(stamps)
+    return Progress(
+        stamps=stamps,
+        required=template.stamps_required,
+        remaining=(nxt.at - stamps) if nxt else 0,
+        next_reward=nxt,
+        current_reward=template.current_reward(stamps),
+        percent=round(100 * stamps / template.stamps_required),
+    )
+
+
+def text_context(template: CardTemplate, card: Card, language: str | None = None) -> dict[str, Any]:
+    """The variables a text template sees. Only plain values: nothing to reach through."""
+    lang = language if language in template.texts else template.default_language
+    p = progress(template, card)
+    return {
+        "stamps": p.stamps,
+        "required": p.required,
+        "remaining": p.remaining,
+        "next_reward": (
+            localized(p.next_reward.title, lang, template.default_language) if p.next_reward else ""
+        ),
+        "holder_name": card.holder.name or "",
+        "vouchers_ready": len(card.vouchers_ready),
+        "card_number": card.serial,
+        "organization": template.organization_name,
+        "percent": p.percent,
+    }
