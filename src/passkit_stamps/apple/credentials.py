@@ -15,7 +15,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtensionOID, NameOID
 
@@ -34,6 +34,7 @@ __all__ = [
     "PrivateKey",
     "SigningCredentials",
     "Source",
+    "issued_by",
 ]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -275,7 +276,7 @@ def _key_identifier(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -
     return None
 
 
-def _issued(signer: x509.Certificate, issuer: x509.Certificate) -> bool:
+def issued_by(signer: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Whether ``issuer`` issued ``signer``: names, key identifiers and the signature agree."""
     if signer.issuer != issuer.subject:
         return False
@@ -283,8 +284,22 @@ def _issued(signer: x509.Certificate, issuer: x509.Certificate) -> bool:
     ski = _key_identifier(issuer, ExtensionOID.SUBJECT_KEY_IDENTIFIER)
     if aki is not None and ski is not None and aki != ski:
         return False
+    # Checked by hand rather than with verify_directly_issued_by, which refuses SHA-1 signatures:
+    # intermediates and old Pass Type ID certificates (Apple's samples) are signed with SHA-1.
+    key = issuer.public_key()
+    hash_algorithm = signer.signature_hash_algorithm
+    parameters = signer.signature_algorithm_parameters
     try:
-        signer.verify_directly_issued_by(issuer)
+        if isinstance(key, rsa.RSAPublicKey) and isinstance(
+            parameters, padding.PKCS1v15 | padding.PSS
+        ):
+            if hash_algorithm is None:
+                return False
+            key.verify(signer.signature, signer.tbs_certificate_bytes, parameters, hash_algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(parameters, ec.ECDSA):
+            key.verify(signer.signature, signer.tbs_certificate_bytes, parameters)
+        else:
+            return False
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
@@ -294,7 +309,7 @@ def _choose_wwdr(
     signer: x509.Certificate, candidates: list[x509.Certificate], label: str, now: datetime
 ) -> x509.Certificate:
     for candidate in candidates:
-        if _issued(signer, candidate):
+        if issued_by(signer, candidate):
             if now > candidate.not_valid_after_utc:
                 raise WWDRCertificateError(
                     f"WWDR certificate {label} ({_describe(candidate)}) expired on "

@@ -1,7 +1,72 @@
-"""CLI commands: verify."""
+"""CLI commands: verify a .pkpass the way Wallet would."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from ..apple.verify import ArchiveLimits, VerifiedPass, verify_pkpass
+from ..errors import InvalidPassError, UnsafeArchiveError
+
+
+def _summary(name: str, verified: VerifiedPass) -> list[str]:
+    signed_at = (
+        verified.signing_time.strftime("%Y-%m-%d %H:%M:%S UTC") if verified.signing_time else "?"
+    )
+    chain = (
+        "checked against the given root CA"
+        if verified.chain_checked
+        else ("not checked (give --ca ROOT.pem)")
+    )
+    lines = [
+        f"VALID {name}",
+        f"  pass type:  {verified.pass_type_identifier} (team {verified.team_identifier})",
+        f"  style:      {verified.style}",
+        f"  serial:     {verified.serial_number}",
+        f"  signed by:  {verified.signer_subject}",
+        f"  signed at:  {signed_at} ({verified.digest_algorithm.upper()})",
+        f"  chain:      {chain}",
+        f"  files:      {len(verified.files)}: {', '.join(verified.files)}",
+    ]
+    lines.extend(f"  warning: {warning}" for warning in verified.warnings)
+    return lines
+
+
+@click.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--ca",
+    "ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Root CA certificate (PEM or DER) to check the chain against, e.g. AppleRootCA.pem.",
+)
+@click.option(
+    "--at",
+    "at",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="Check certificate validity at this UTC time instead of now.",
+)
+def verify_command(file: Path, ca: Path | None, at: datetime | None) -> None:
+    """Check a .pkpass: archive, manifest hashes, signature, pass.json, icon.
+
+    Prints a summary when the pass is valid; otherwise every reason, and exits with status 1.
+    """
+    limits = ArchiveLimits()
+    # Read one byte past the limit so an oversized file is refused without loading all of it.
+    with file.open("rb") as handle:
+        data = handle.read(limits.max_archive_bytes + 1)
+    now = at.replace(tzinfo=UTC) if at else None
+    try:
+        verified = verify_pkpass(data, ca=ca.read_bytes() if ca else None, now=now, limits=limits)
+    except InvalidPassError as exc:
+        kind = "UNSAFE" if isinstance(exc, UnsafeArchiveError) else "INVALID"
+        click.echo(f"{kind} {file} ({len(exc.reasons)} reason(s)):")
+        for reason in exc.reasons:
+            click.echo(f"  - {reason}")
+        raise click.exceptions.Exit(1) from None
+    click.echo("\n".join(_summary(str(file), verified)))
+
+
+COMMANDS: list[click.Command] = [verify_command]
