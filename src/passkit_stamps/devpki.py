@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .apple.credentials import PASS_TYPE_ID_EXTENSION, SigningCredentials
+from .apple.credentials import PASS_TYPE_ID_EXTENSION, PrivateKey, SigningCredentials
 from .errors import CredentialsError
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "make_root",
     "make_wwdr",
     "new_key",
+    "p12_bytes",
     "pem_certificate",
     "pem_key",
 ]
@@ -160,15 +161,15 @@ def make_pass_certificate(
     wwdr_cert: x509.Certificate,
     wwdr_key: rsa.RSAPrivateKey,
     *,
-    key: rsa.RSAPrivateKey | None = None,
+    key: PrivateKey | None = None,
     pass_type_identifier: str = DEV_PASS_TYPE_IDENTIFIER,
     team_identifier: str = DEV_TEAM_IDENTIFIER,
     organization: str = "Example Stamps Inc.",
     pass_type: bool = True,
     not_before: datetime | None = None,
     days: int = 365,
-) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    """A Pass Type ID certificate issued by ``wwdr_cert``, shaped like Apple's.
+) -> tuple[x509.Certificate, PrivateKey]:
+    """A Pass Type ID certificate issued by ``wwdr_cert``, shaped like Apple's (RSA by default).
 
     ``pass_type=False`` makes an ordinary certificate instead (CN without "Pass Type ID:", no UID,
     no Apple extension), for tests of the "not a Pass Type ID certificate" error. Use a past
@@ -241,7 +242,7 @@ def pem_certificate(*certificates: x509.Certificate) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
 
 
-def pem_key(key: rsa.RSAPrivateKey, password: str | bytes | None = None) -> bytes:
+def pem_key(key: PrivateKey, password: str | bytes | None = None) -> bytes:
     """A private key as PKCS#8 PEM bytes, encrypted when a password is given."""
     encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
     if password:
@@ -254,7 +255,7 @@ def pem_key(key: rsa.RSAPrivateKey, password: str | bytes | None = None) -> byte
 
 def p12_bytes(
     certificate: x509.Certificate,
-    key: rsa.RSAPrivateKey,
+    key: PrivateKey,
     password: str | bytes | None,
     *,
     legacy: bool = False,

@@ -173,9 +173,17 @@ def _load_p12(data: bytes, label: str, password: bytes | None) -> tuple[Any, Any
     attempts = [password] if password is not None else [None, b""]
     for attempt in attempts:
         try:
-            key, certificate, _extra = pkcs12.load_key_and_certificates(data, attempt)
+            key, certificate, extra = pkcs12.load_key_and_certificates(data, attempt)
         except (ValueError, UnsupportedAlgorithm):
             continue
+        if certificate is None and extra:
+            # Some exports leave the certificate unpaired: take the one matching the key.
+            matching = [
+                c
+                for c in extra
+                if key is None or _public_der(c.public_key()) == _public_der(key.public_key())
+            ]
+            certificate = matching[0] if matching else None
         return key, certificate
     if not _is_pkcs12_structure(data):
         raise CredentialsError(
@@ -376,15 +384,15 @@ class SigningCredentials:
         """Load a ``.p12`` exported from Keychain (certificate + key) and the WWDR intermediate."""
         data, label = _read(p12, ".p12 file")
         key, certificate = _load_p12(data, label, _password_bytes(password))
-        if certificate is None:
-            raise CredentialsError(
-                f".p12 file {label} holds no certificate: export the Pass Type ID certificate "
-                "together with its key from Keychain Access"
-            )
         if key is None:
             raise CredentialsError(
                 f".p12 file {label} holds no private key: in Keychain Access, expand the "
                 "certificate and export it together with its private key"
+            )
+        if certificate is None:
+            raise CredentialsError(
+                f".p12 file {label} holds no certificate: export the Pass Type ID certificate "
+                "together with its key from Keychain Access"
             )
         return cls._checked(
             certificate,
