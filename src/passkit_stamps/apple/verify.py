@@ -503,7 +503,7 @@ class VerifiedPass:
     pass_json: dict[str, Any]
     manifest: dict[str, str]
     files: tuple[str, ...]  # every file in the archive, sorted
-    signer_subject: str  # RFC 4514, e.g. "UID=pass.com.example.stamps,CN=Pass Type ID: ..."
+    signer_subject: str  # RFC 4514, e.g. "C=US,O=...,OU=EXAMPLE123,CN=Pass Type ID: ...,UID=..."
     signer_certificate: x509.Certificate
     signing_time: datetime | None
     digest_algorithm: str  # of the signature: "sha1" (Apple's tool) or "sha256"
