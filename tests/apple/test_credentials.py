@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from passkit_stamps.errors import (
     WrongPasswordError,
     WWDRCertificateError,
 )
+
+from .conftest import requires_openssl
 
 NOW = datetime.now(UTC)
 
@@ -110,6 +113,22 @@ def test_legacy_p12_like_older_keychain_exports_loads(dev_pki: DevPKI) -> None:
     certificate, key = issue(dev_pki)
     data = p12_bytes(certificate, key, "old", legacy=True)  # type: ignore[arg-type]
     assert SigningCredentials.from_p12(data, password="old", wwdr=dev_pki.wwdr_cert)
+
+
+@requires_openssl
+def test_rc2_p12_made_by_openssl_legacy_export(dev_pki: DevPKI, tmp_path: Path) -> None:
+    """Older Keychain exports use RC2-40 for the certificate bag, as this openssl call does."""
+    p12 = tmp_path / "rc2.p12"
+    command = ["openssl", "pkcs12", "-export", "-legacy", "-certpbe", "PBE-SHA1-RC2-40"]
+    command += ["-keypbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-passout", "pass:pw"]
+    command += ["-in", str(dev_pki.signer_cert), "-inkey", str(dev_pki.signer_key)]
+    result = subprocess.run([*command, "-out", str(p12)], capture_output=True, timeout=30)
+    if result.returncode != 0:
+        pytest.skip(f"this openssl cannot write RC2 .p12 files: {result.stderr[-200:]!r}")
+    loaded = SigningCredentials.from_p12(p12, password="pw", wwdr=dev_pki.wwdr_cert)
+    assert loaded.certificate == dev_pki.credentials().certificate
+    with pytest.raises(WrongPasswordError, match="password is wrong"):
+        SigningCredentials.from_p12(p12, password="wrong", wwdr=dev_pki.wwdr_cert)
 
 
 def test_wrong_p12_password(dev_pki: DevPKI) -> None:

@@ -17,7 +17,7 @@ from passkit_stamps.apple.credentials import SigningCredentials
 from passkit_stamps.apple.verify import ArchiveLimits, loads_lenient, verify_pkpass
 from passkit_stamps.cli import main
 from passkit_stamps.devpki import DevPKI, make_root, pem_certificate
-from passkit_stamps.errors import InvalidPassError, UnsafeArchiveError
+from passkit_stamps.errors import CredentialsError, InvalidPassError, UnsafeArchiveError
 
 from .conftest import APPLE_SAMPLES, PkpassFactory, pass_json, png, zip_files
 
@@ -210,6 +210,11 @@ def test_expired_chain_with_root(dev_pki: DevPKI, make_pkpass: PkpassFactory) ->
     end = dev_pki.credentials().certificate.not_valid_after_utc
     reasons = reasons_of(make_pkpass(), ca=dev_pki.root_cert.read_bytes(), now=end + timedelta(1))
     assert len(reasons) == 1 and reasons[0].startswith("certificate chain expired")
+
+
+def test_unreadable_root_is_a_credentials_error(make_pkpass: PkpassFactory) -> None:
+    with pytest.raises(CredentialsError, match="root CA given"):
+        verify_pkpass(make_pkpass(), ca=b"not a certificate")
 
 
 def test_chain_to_another_root(make_pkpass: PkpassFactory) -> None:

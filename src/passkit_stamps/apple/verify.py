@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from ..errors import InvalidPassError, UnsafeArchiveError
+from ..errors import CredentialsError, InvalidPassError, UnsafeArchiveError
 from .credentials import issued_by
 
 __all__ = [
@@ -353,8 +353,10 @@ def _load_roots(
             if b"-----BEGIN" in data:
                 return x509.load_pem_x509_certificates(data)
             return [x509.load_der_x509_certificate(data)]
-        except ValueError as exc:
-            raise ValueError(f"the root CA given is not a readable certificate: {exc}") from None
+        except ValueError:
+            raise CredentialsError(
+                "the root CA given (ca=...) is not a readable PEM or DER certificate"
+            ) from None
     return list(ca)
 
 
