@@ -219,6 +219,14 @@ def test_encrypted_pem_key(dev_pki: DevPKI, tmp_path: Path) -> None:
         )
 
 
+def test_certificate_and_key_in_one_pem_file(dev_pki: DevPKI, tmp_path: Path) -> None:
+    both = write(
+        tmp_path / "both.pem", dev_pki.signer_cert.read_bytes() + dev_pki.signer_key.read_bytes()
+    )
+    loaded = SigningCredentials.from_pem(both, both, wwdr=dev_pki.wwdr_cert)
+    assert loaded.certificate == dev_pki.credentials().certificate
+
+
 def test_password_for_an_unencrypted_key_is_ignored(dev_pki: DevPKI) -> None:
     loaded = SigningCredentials.from_pem(
         dev_pki.signer_cert, dev_pki.signer_key, key_password="unused", wwdr=dev_pki.wwdr_cert

@@ -123,9 +123,7 @@ def _load_certificates(data: bytes, label: str, what: str) -> list[x509.Certific
 def _load_private_key(data: bytes, label: str, password: bytes | None) -> PrivateKey:
     encrypted = b"ENCRYPTED" in data[:4096] if _is_pem(data) else None
     loader = (
-        serialization.load_pem_private_key
-        if _is_pem(data)
-        else (serialization.load_der_private_key)
+        serialization.load_pem_private_key if _is_pem(data) else serialization.load_der_private_key
     )
     try:
         key: Any = loader(data, password)
