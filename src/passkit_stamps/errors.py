@@ -71,7 +71,7 @@ class WWDRCertificateError(CredentialsError):
 
 
 class PassBuildError(PasskitStampsError):
-    """A pass cannot be built from the given inputs (e.g. identifiers disagree with the certificate)."""
+    """A pass cannot be built from its inputs (e.g. identifiers disagree with the certificate)."""
 
 
 class InvalidPassError(PasskitStampsError):

@@ -16,7 +16,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 from pydantic import (
@@ -209,9 +209,9 @@ class ExpiryRule(BaseModel):
     def _fits_kind(self) -> ExpiryRule:
         if self.kind is ExpiryKind.FIXED_DATE and self.date is None:
             raise ValueError("kind 'fixed_date' needs 'date'")
-        if self.kind in (ExpiryKind.DAYS_AFTER_ISSUE, ExpiryKind.DAYS_AFTER_LAST_STAMP):
-            if self.days is None:
-                raise ValueError(f"kind '{self.kind}' needs 'days'")
+        timed = (ExpiryKind.DAYS_AFTER_ISSUE, ExpiryKind.DAYS_AFTER_LAST_STAMP)
+        if self.kind in timed and self.days is None:
+            raise ValueError(f"kind '{self.kind}' needs 'days'")
         return self
 
 
@@ -404,7 +404,7 @@ class CardTemplate(BaseModel):
 
     def label(self, key: str, language: str | None = None) -> str:
         lang = language if language in self.texts else self.default_language
-        return self.texts[lang].label(key, lang)  # type: ignore[index]
+        return self.texts[lang].label(key, lang)
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -421,9 +421,13 @@ class CardTemplate(BaseModel):
                 [Problem(str(toml_path), "file not found")], source=str(folder)
             ) from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise TemplateError([Problem(str(toml_path), f"unreadable: {exc}")], source=str(folder)) from None
+            raise TemplateError(
+                [Problem(str(toml_path), f"unreadable: {exc}")], source=str(folder)
+            ) from None
         except tomllib.TOMLDecodeError as exc:
-            raise TemplateError([Problem(TEMPLATE_FILE, f"invalid TOML: {exc}")], source=str(folder)) from None
+            raise TemplateError(
+                [Problem(TEMPLATE_FILE, f"invalid TOML: {exc}")], source=str(folder)
+            ) from None
         return cls.from_mapping(raw, folder=folder)
 
     @classmethod
@@ -469,7 +473,9 @@ def _placeholder_icon() -> bytes:
 _PLACEHOLDER_ICON = _placeholder_icon()
 
 
-def _read_image(folder: Path | None, name: str, place: str, problems: list[Problem]) -> bytes | None:
+def _read_image(
+    folder: Path | None, name: str, place: str, problems: list[Problem]
+) -> bytes | None:
     where = f"{TEMPLATE_FILE}: {place}"
     if folder is None:
         problems.append(Problem(where, f"image file {name!r} given without a template folder"))
@@ -517,8 +523,13 @@ def _partial_rule_problems(data: Mapping[str, Any], known: list[Problem]) -> lis
         "links": TypeAdapter(tuple[Link, ...]),
         "expiry": TypeAdapter(ExpiryRule),
     }
-    defaults: dict[str, Any] = {"stamps_required": 30, "rewards": (), "texts": {}, "links": (),
-                                "expiry": ExpiryRule()}
+    defaults: dict[str, Any] = {
+        "stamps_required": 30,
+        "rewards": (),
+        "texts": {},
+        "links": (),
+        "expiry": ExpiryRule(),
+    }
     for name, adapter in adapters.items():
         try:
             parts[name] = adapter.validate_python(data.get(name, defaults[name]))
@@ -571,7 +582,7 @@ def rule_problems(t: CardTemplate) -> list[Problem]:
             value = getattr(texts, key)
             if value is not None and (reason := check_text_template(value)):
                 add(f"texts.{lang}.{key}", reason)
-        change = getattr(texts, "progress_change_message")
+        change = texts.progress_change_message
         if change is not None and "%@" not in change:
             add(f"texts.{lang}.progress_change_message", "must contain '%@'")
     if t.expiry.kind is ExpiryKind.FIXED_DATE and t.expiry.days is not None:

@@ -13,13 +13,15 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TextTemplateError
 
 # A text on a pass is short; bound what one render can produce.
 MAX_OUTPUT = 2_000
 MAX_SOURCE = 2_000
+
 
 class _TextSandbox(ImmutableSandboxedEnvironment):
     """The sandbox, plus bounds on `*` and `**` so a template cannot exhaust memory or CPU."""
@@ -31,9 +33,12 @@ class _TextSandbox(ImmutableSandboxedEnvironment):
             raise SecurityError("exponent too large")
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(n, int):
-                    if len(seq) * n > MAX_OUTPUT:
-                        raise SecurityError("repetition too large")
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(n, int)
+                    and len(seq) * n > MAX_OUTPUT
+                ):
+                    raise SecurityError("repetition too large")
         return super().call_binop(context, operator, left, right)
 
 
@@ -53,7 +58,9 @@ def _compile(source: str) -> jinja2.Template:
     try:
         return _ENV.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
-        raise TextTemplateError(f"text template syntax error: {exc.message} (line {exc.lineno})") from exc
+        raise TextTemplateError(
+            f"text template syntax error: {exc.message} (line {exc.lineno})"
+        ) from exc
 
 
 def check_text_template(source: str) -> str | None:
