@@ -109,6 +109,11 @@ class VoucherError(CardError):
     """A voucher cannot be redeemed: unknown, already redeemed, or belongs to another card."""
 
 
+class CardInputError(CardError):
+    """An input to a card operation is malformed (serial, language, code, coupon or message
+    text) or does not belong to the card (a template of another id or version)."""
+
+
 # -- storage ------------------------------------------------------------------------------------
 
 
