@@ -195,3 +195,14 @@ class GoogleAuthError(GoogleWalletError):
 
 class CallbackVerificationError(PasskitStampsError):
     """A Google save/delete callback failed verification (signature, expiry, issuer, replay)."""
+
+
+# -- the web app --------------------------------------------------------------------------------
+
+
+class RequestError(PasskitStampsError):
+    """An HTTP request is malformed: a path parameter, header or body the web app refuses (400)."""
+
+
+class RequestTooLargeError(RequestError):
+    """A request body is over the endpoint's size limit (413)."""
