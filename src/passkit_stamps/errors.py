@@ -206,3 +206,11 @@ class RequestError(PasskitStampsError):
 
 class RequestTooLargeError(RequestError):
     """A request body is over the endpoint's size limit (413)."""
+
+
+class CallbackReplayError(CallbackVerificationError):
+    """A correctly signed callback whose nonce was seen before (Google retries; answer 200)."""
+
+
+class GoogleConfigError(PasskitStampsError):
+    """A Google Wallet setting or input is malformed (issuer id, image base URL, origin, link)."""
