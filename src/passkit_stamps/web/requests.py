@@ -1,0 +1,199 @@
+"""Strict parsing of what a device (or a browser) sends: headers, path parameters, bodies.
+
+Pure functions, except :func:`read_body`, which reads an ASGI request stream and stops as soon as
+the body passes its limit (so a client cannot make the server buffer an unbounded body). Every
+refusal is a :class:`~passkit_stamps.errors.RequestError` (400) or
+:class:`~passkit_stamps.errors.RequestTooLargeError` (413) whose message names what was wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+
+from ..errors import RequestError, RequestTooLargeError
+
+#: Body limits: a registration is ``{"pushToken": "<64 hex>"}``; a log batch is a few lines.
+MAX_REGISTER_BODY = 4 * 1024
+MAX_LOG_BODY = 64 * 1024
+MAX_CALLBACK_BODY = 16 * 1024
+#: A device's log line is kept up to this many characters.
+MAX_LOG_MESSAGE = 1_000
+
+# Apple's device library identifiers are opaque (32 hex characters in practice); accept the
+# characters a URL path segment carries without escaping, and bound the length.
+_DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# Reverse-DNS pass type identifiers, e.g. "pass.com.example.stamps".
+_PASS_TYPE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,254}")
+# The same rule as model.Card.serial.
+_SERIAL = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# APNs device tokens are hex strings (32 bytes today; Apple says they may grow).
+_PUSH_TOKEN = re.compile(r"[0-9A-Fa-f]{8,512}")
+# Change tags are ours (opaque to the device), so only what we could have issued is accepted.
+_TAG = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_APPLE_PASS_AUTH = re.compile(r"ApplePass ([\x21-\x7e]{1,256})")
+_PAGE_SECRET = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+# -- path parameters ----------------------------------------------------------------------------
+
+
+def device_library_identifier(value: str) -> str:
+    """A device library identifier from the path; RequestError when malformed."""
+    if not _DEVICE_ID.fullmatch(value):
+        raise RequestError("malformed device library identifier")
+    return value
+
+
+def is_pass_type_identifier(value: str) -> bool:
+    """Whether ``value`` looks like a pass type identifier (an unknown one is a 404, not a 400)."""
+    return bool(_PASS_TYPE_ID.fullmatch(value))
+
+
+def serial_number(value: str) -> str:
+    """A pass serial number from the path; RequestError when malformed."""
+    if not _SERIAL.fullmatch(value):
+        raise RequestError("malformed serial number")
+    return value
+
+
+def updated_since_tag(value: str | None) -> str | None:
+    """The ``passesUpdatedSince`` query parameter: None when absent (every registered pass)."""
+    if value is None:
+        return None
+    if not _TAG.fullmatch(value):
+        raise RequestError("malformed passesUpdatedSince tag")
+    return value
+
+
+# -- headers ------------------------------------------------------------------------------------
+
+
+def apple_pass_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: ApplePass <token>`` header, or None when the header is
+    absent or not exactly that form (both are a 401: a device sends nothing else)."""
+    if authorization is None:
+        return None
+    match = _APPLE_PASS_AUTH.fullmatch(authorization)
+    return match.group(1) if match else None
+
+
+def tokens_equal(expected: str, given: str) -> bool:
+    """Constant-time comparison of an authentication token (no timing oracle on its prefix)."""
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def if_modified_since(value: str | None) -> datetime | None:
+    """The ``If-Modified-Since`` date, or None when absent or unparseable (RFC 9110: a client
+    that sends an invalid date gets the full answer)."""
+    if not value or len(value) > 64:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:  # "-0000" means UTC without claiming a zone
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def http_date(moment: datetime) -> str:
+    """An HTTP date (IMF-fixdate, GMT), truncated to whole seconds like the header."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
+
+
+def not_modified(last_modified: datetime, since: datetime | None) -> bool:
+    """Whether a pass last changed at ``last_modified`` is unchanged for a client holding the
+    version of ``since``. HTTP dates have whole seconds, so compare at that precision."""
+    if since is None:
+        return False
+    if last_modified.tzinfo is None:
+        last_modified = last_modified.replace(tzinfo=UTC)
+    return int(last_modified.timestamp()) <= int(since.timestamp())
+
+
+# -- bodies -------------------------------------------------------------------------------------
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes], limit: int, *, content_length: str | None = None
+) -> bytes:
+    """Read a request body of at most ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before reading; a body that passes
+    the limit while streaming is refused at that chunk, so nothing beyond ``limit`` is buffered.
+    """
+    if content_length is not None:
+        if not content_length.isdigit() or len(content_length) > 18:
+            raise RequestError("malformed Content-Length")
+        if int(content_length) > limit:
+            raise RequestTooLargeError(f"request body over {limit} bytes")
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise RequestTooLargeError(f"request body over {limit} bytes")
+    return bytes(body)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise RequestError("request body is not UTF-8") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise RequestError("request body is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise RequestError("request body must be a JSON object")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+def register_push_token(body: bytes) -> str:
+    """The push token of a registration body ``{"pushToken": "<hex>"}``."""
+    data = _json_object(body)
+    token = data.get("pushToken")
+    if token is None:
+        raise RequestError("missing pushToken")
+    if not isinstance(token, str) or not _PUSH_TOKEN.fullmatch(token):
+        raise RequestError("pushToken must be a hex string of 8 to 512 characters")
+    return token
+
+
+def log_messages(body: bytes, *, max_length: int = MAX_LOG_MESSAGE) -> list[str]:
+    """The messages of a device log body ``{"logs": ["...", ...]}``, each cut to
+    ``max_length`` characters (with a trailing "…" when cut)."""
+    data = _json_object(body)
+    logs = data.get("logs")
+    if not isinstance(logs, list) or not all(isinstance(m, str) for m in logs):
+        raise RequestError("logs must be a list of strings")
+    return [m if len(m) <= max_length else m[: max_length - 1] + "…" for m in logs]
+
+
+# -- the card page secret -----------------------------------------------------------------------
+
+
+def page_secret(key: bytes, serial: str) -> str:
+    """The per-card secret in a card page URL: HMAC-SHA256 of the serial under the app's key,
+    128 bits, base64url (22 characters)."""
+    mac = hmac.new(key, b"card-page\x00" + serial.encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def page_secret_valid(key: bytes, serial: str, secret: str) -> bool:
+    """Whether ``secret`` is the card page secret of ``serial`` (constant time)."""
+    if not _PAGE_SECRET.fullmatch(secret):
+        return False
+    return hmac.compare_digest(page_secret(key, serial).encode(), secret.encode())
