@@ -347,6 +347,22 @@ def test_salon_passes_both_steps_and_carries_over(salon_t: CardTemplate) -> None
     assert [e.voucher_code for e in out.events if e.type is EventType.VOUCHER_ISSUED] == codes
 
 
+def test_long_reward_texts_are_clipped_to_voucher_bounds() -> None:
+    t = make_template(rewards=[{"at": 8, "title": "T" * 300, "description": "D" * 3000}])
+    (voucher,) = add_stamps(t, new_card(t), 8, now=NOW).card.vouchers
+    assert (len(voucher.title), len(voucher.description)) == (200, 2000)
+
+
+def test_a_round_ends_at_the_last_step_below_stamps_required() -> None:
+    t = make_template(stamps_required=10, rewards=[{"at": 6, "title": "Free"}])
+    out = add_stamps(t, new_card(t), 8, now=NOW)
+    assert (out.card.stamps, out.card.rounds_completed) == (2, 1)
+    # An adjustment may go up to stamps_required; the next stamp then starts a new round.
+    adjusted = set_stamps(t, out.card, 10, now=NOW).card
+    nxt = add_stamps(t, adjusted, 1, now=NOW)
+    assert (nxt.card.stamps, nxt.card.rounds_completed, len(nxt.card.vouchers)) == (1, 1, 1)
+
+
 def test_reward_titles_follow_the_card_language(salon_t: CardTemplate) -> None:
     card = new_card(salon_t, language="de")
     out = add_stamps(salon_t, card, 5, now=NOW)
@@ -573,7 +589,7 @@ def test_redeem_accepts_the_code_as_typed(coffee_t: CardTemplate) -> None:
     assert redeem_voucher(coffee_t, card, typed, now=NOW).card.vouchers[0].redeemed
 
 
-@pytest.mark.parametrize("code", ["", "NOPE", "ZZZZZZZZZZ"])
+@pytest.mark.parametrize("code", ["", "NOPE", "ZZZZZZZZZZ", "A" * 10_000])
 def test_redeem_refuses_an_unknown_code(coffee_t: CardTemplate, code: str) -> None:
     with pytest.raises(VoucherError, match="no voucher"):
         redeem_voucher(coffee_t, card_with_voucher(coffee_t), code, now=NOW)

@@ -300,9 +300,11 @@ def _language(template: CardTemplate, card: Card) -> str:
 
 def _title(template: CardTemplate, card: Card, step: RewardStep) -> tuple[str, str]:
     lang = _language(template, card)
+    # Templates do not bound reward texts; a voucher does (200/2000), so clip rather than let a
+    # wordy template make every stamp fail.
     return (
-        localized(step.title, lang, template.default_language),
-        localized(step.description, lang, template.default_language),
+        localized(step.title, lang, template.default_language)[:200],
+        localized(step.description, lang, template.default_language)[:2000],
     )
 
 
@@ -576,6 +578,8 @@ def redeem_voucher(
     if not isinstance(voucher_code, str):
         raise VoucherError(f"voucher code must be a string, got {type(voucher_code).__name__}")
     _require_state(card, now, CardState.ACTIVE, CardState.COMPLETED)
+    if len(voucher_code) > MAX_CODE_LENGTH:  # bound the work on hostile input
+        raise VoucherError(f"no voucher with this code on card {card.serial}")
     wanted = normalize_code(voucher_code).encode()
     found: int | None = None
     for i, voucher in enumerate(card.vouchers):
