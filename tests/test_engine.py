@@ -903,9 +903,17 @@ def test_notification_policy(
 def test_sample_templates(coffee: CardTemplate, salon: CardTemplate) -> None:
     for template in (coffee, salon):
         card = new_card(template)
-        out = add_stamps(template, card, template.stamps_required, now=NOW)
-        assert len(reward_vouchers(out.card)) == len(template.rewards)
-        assert out.card.stamps in (0, template.last_step)
+        now = NOW
+        for _ in range(template.last_step):  # one stamp per visit, as the limits may demand
+            now += timedelta(days=1)
+            card = add_stamps(template, card, 1, now=now).card
+        assert (card.stamps, card.rounds_completed) == (template.last_step, 1)
+        assert [v.reward_at for v in card.vouchers] == [r.at for r in template.rewards]
+        if template.expiry.kind == "days_after_last_stamp":
+            assert card.expires_at == now + timedelta(days=template.expiry.days or 0)
+        for voucher in card.vouchers:
+            card = redeem_voucher(template, card, voucher.code, now=now).card
+        assert card.vouchers_ready == ()
 
 
 # -- random sequences -----------------------------------------------------------------------------
