@@ -1,0 +1,192 @@
+"""Helpers shared by the Google tests: sample templates, cards, keys (no pytest fixtures here;
+the module name is unique because tests/google is not a package: a package named ``google``
+would shadow google-auth)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import secrets
+import sys
+import types
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from PIL import Image
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def _install_images_stand_in() -> None:
+    """Until the images module (another engineer's) lands, name images per its contract so the
+    builders can be tested. Removed automatically once ``passkit_stamps.images`` exists."""
+    if importlib.util.find_spec("passkit_stamps.images") is not None:
+        return
+    module = types.ModuleType("passkit_stamps.images")
+
+    def image_name(template: Any, kind: str, stamps: int | None = None) -> str:
+        suffix = f"-{stamps}" if stamps is not None else ""
+        return f"{template.id}/v{template.version}/{template.design_digest}/{kind}{suffix}.png"
+
+    def google_hero(template: Any, stamps: int) -> bytes:
+        return png(1032, 336)
+
+    module.image_name = image_name  # type: ignore[attr-defined]
+    module.google_hero = google_hero  # type: ignore[attr-defined]
+    sys.modules["passkit_stamps.images"] = module
+
+
+_install_images_stand_in()
+
+from passkit_stamps.model import (  # noqa: E402
+    Card,
+    CardState,
+    CardTemplate,
+    Holder,
+    Voucher,
+    VoucherKind,
+)
+
+ISSUER = "3388000000012345678"
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def png(width: int, height: int, color: tuple[int, int, int] = (120, 80, 40)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, "PNG")
+    return out.getvalue()
+
+
+def espresso_template() -> CardTemplate:
+    return CardTemplate.from_mapping(
+        {
+            "id": "espresso_bar",
+            "version": 1,
+            "name": "Free Coffee",
+            "organization_name": "Espresso Bar",
+            "description": "Coffee stamp card",
+            "stamps_required": 8,
+            "rewards": [{"at": 8, "title": "Free coffee"}],
+            "design": {
+                "background_color": "#3b2314",
+                "foreground_color": "#ffffff",
+                "label_color": "#f0d9b5",
+                "icon": png(660, 660),
+            },
+            "texts": {
+                "en": {
+                    "terms": "One stamp per coffee. {{ organization }} may end the program.",
+                    "how_to_earn": "Show this card when you pay.",
+                }
+            },
+        }
+    )
+
+
+def studio_template() -> CardTemplate:
+    return CardTemplate.from_mapping(
+        {
+            "id": "salon-studio",
+            "version": 3,
+            "name": "Free Beauty Service",
+            "organization_name": "Studio Schön",
+            "description": "Salon stamp card",
+            "stamps_required": 10,
+            "rewards": [
+                {"at": 5, "title": {"en": "Free hair wash", "de": "Gratis Haarwäsche"}},
+                {"at": 10, "title": {"en": "Free haircut", "de": "Gratis Haarschnitt"}},
+            ],
+            "barcode_format": "pdf417",
+            "design": {
+                "background_color": "#20124d",
+                "foreground_color": "#ffffff",
+                "label_color": "#d9c8ff",
+                "icon": png(700, 700),
+            },
+            "texts": {
+                "en": {"terms": "Valid in all studios.", "how_to_earn": "One stamp per visit."},
+                "de": {
+                    "terms": "Gültig in allen Studios.",
+                    "how_to_earn": "Ein Stempel je Besuch.",
+                },
+            },
+            "expiry": {"kind": "days_after_issue", "days": 365},
+            "website": "https://studio.example/",
+            "links": [
+                {"title": {"en": "Book", "de": "Buchen"}, "url": "https://studio.example/book"}
+            ],
+        }
+    )
+
+
+def sample_template(name: str, fallback: Callable[[], CardTemplate]) -> CardTemplate:
+    # The repository's sample templates when they exist, else an equivalent built here.
+    folder = TEMPLATES / name
+    if (folder / "template.toml").exists():
+        return CardTemplate.load(folder)
+    return fallback()
+
+
+def make_card(
+    template: CardTemplate,
+    stamps: int = 0,
+    *,
+    serial: str = "113772",
+    state: CardState = CardState.ACTIVE,
+    vouchers: int = 0,
+    redeemed: int = 0,
+    name: str | None = "Ada Lovelace",
+    expires_at: datetime | None = None,
+    language: str | None = None,
+    message: str | None = None,
+) -> Card:
+    made = [
+        Voucher(
+            code=f"CODE{i:04d}",
+            kind=VoucherKind.REWARD,
+            title=f"Reward {i}",
+            description="Ask at the counter" if i % 2 else "",
+            issued_at=NOW,
+            redeemed_at=NOW if i < redeemed else None,
+            reward_at=template.rewards[-1].at,
+        )
+        for i in range(vouchers)
+    ]
+    return Card(
+        serial=serial,
+        template_id=template.id,
+        template_version=template.version,
+        holder=Holder(name=name),
+        stamps=stamps,
+        vouchers=tuple(made),
+        created_at=NOW,
+        state=state,
+        authentication_token=secrets.token_hex(16),
+        expires_at=expires_at,
+        language=language,
+        message=message,
+    )
+
+
+def service_account_info(
+    key: rsa.RSAPrivateKey, token_uri: str = "https://oauth2.example/token"
+) -> dict[str, str]:
+    """A service-account key file's contents with a self-generated key (never a real one)."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": "stamps-test",
+        "private_key_id": "0123456789abcdef0123456789abcdef01234567",
+        "private_key": pem,
+        "client_email": "wallet@stamps-test.iam.gserviceaccount.com",
+        "client_id": "100000000000000000001",
+        "token_uri": token_uri,
+    }
