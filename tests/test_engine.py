@@ -862,6 +862,11 @@ def test_record_refuses_state_events_and_unknown_types(coffee_t: CardTemplate, k
         record(coffee_t, new_card(coffee_t), kind, now=NOW)
 
 
+def test_record_refuses_data_that_is_not_json(coffee_t: CardTemplate) -> None:
+    with pytest.raises(CardInputError, match="JSON"):
+        record(coffee_t, new_card(coffee_t), EventType.CAMPAIGN_SENT, now=NOW, when=NOW)
+
+
 def test_record_works_on_any_state(coffee_t: CardTemplate) -> None:
     voided = with_stamps(coffee_t, 1, state=CardState.VOIDED)
     assert record(coffee_t, voided, EventType.CARD_DELETED, now=NOW).type is EventType.CARD_DELETED

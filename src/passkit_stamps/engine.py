@@ -18,6 +18,7 @@ Rules worth knowing (see ``docs/engine.md`` for the full account):
 from __future__ import annotations
 
 import hmac
+import json
 import re
 import secrets
 from collections.abc import Mapping
@@ -740,4 +741,8 @@ def record(
                 f"{kind.value} needs platform= one of apple, google, web; "
                 f"got {data.get('platform')!r}"
             ) from None
+    try:  # the journal stores data as JSON: refuse what it could not write
+        json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise CardInputError(f"event data must be JSON values: {exc}") from None
     return _event(kind, template, card, now, code=_check_code(code), data=data)
