@@ -214,3 +214,7 @@ class CallbackReplayError(CallbackVerificationError):
 
 class GoogleConfigError(PasskitStampsError):
     """A Google Wallet setting or input is malformed (issuer id, image base URL, origin, link)."""
+
+
+class WebConfigError(PasskitStampsError):
+    """The web app's configuration is unusable (public URL, mount path, secret key)."""
