@@ -43,6 +43,10 @@ class TextTemplateError(PasskitStampsError):
     """A jinja2 text template failed to render (or tried to escape the sandbox)."""
 
 
+class ImageError(PasskitStampsError, ValueError):
+    """An image cannot be rendered as asked: unknown kind, scale or size out of range."""
+
+
 # -- Apple: credentials, building, verifying ----------------------------------------------------
 
 
