@@ -45,6 +45,7 @@ from passkit_stamps.errors import (
     CardInputError,
     InvalidStampCountError,
     StampLimitError,
+    TemplateError,
     VoucherError,
 )
 from passkit_stamps.model import Card, CardState, CardTemplate, Holder, VoucherKind
@@ -353,14 +354,10 @@ def test_long_reward_texts_are_clipped_to_voucher_bounds() -> None:
     assert (len(voucher.title), len(voucher.description)) == (200, 2000)
 
 
-def test_a_round_ends_at_the_last_step_below_stamps_required() -> None:
-    t = make_template(stamps_required=10, rewards=[{"at": 6, "title": "Free"}])
-    out = add_stamps(t, new_card(t), 8, now=NOW)
-    assert (out.card.stamps, out.card.rounds_completed) == (2, 1)
-    # An adjustment may go up to stamps_required; the next stamp then starts a new round.
-    adjusted = set_stamps(t, out.card, 10, now=NOW).card
-    nxt = add_stamps(t, adjusted, 1, now=NOW)
-    assert (nxt.card.stamps, nxt.card.rounds_completed, len(nxt.card.vouchers)) == (1, 1, 1)
+def test_a_template_whose_last_step_is_below_stamps_required_is_refused() -> None:
+    # Slots beyond the last step could never fill, so the template check refuses it.
+    with pytest.raises(TemplateError, match=r"rewards\[0\]\.at: the last reward step must equal"):
+        make_template(stamps_required=10, rewards=[{"at": 6, "title": "Free"}])
 
 
 def test_reward_titles_follow_the_card_language(salon_t: CardTemplate) -> None:
@@ -930,7 +927,10 @@ TEMPLATES = [
     make_salon(),
     make_salon(after_last_reward="new_round"),
     make_salon(after_last_reward="complete", limits={"max_stamps_per_visit": 4}),
-    make_salon(stamps_required=12, rewards=[{"at": 3, "title": "A"}, {"at": 7, "title": "B"}]),
+    make_salon(
+        stamps_required=12,
+        rewards=[{"at": 3, "title": "A"}, {"at": 7, "title": "B"}, {"at": 12, "title": "C"}],
+    ),
 ]
 
 

@@ -567,6 +567,12 @@ def rule_problems(t: CardTemplate) -> list[Problem]:
                 for lang in value:
                     if lang not in t.texts:
                         add(f"rewards[{i}].{field}.{lang}", "language not listed under [texts]")
+    if t.rewards and previous <= t.stamps_required and previous != t.stamps_required:
+        # A round ends at the last step; slots beyond it could never fill on the card.
+        add(
+            f"rewards[{len(t.rewards) - 1}].at",
+            f"the last reward step must equal stamps_required ({t.stamps_required})",
+        )
     for i, link in enumerate(t.links):
         if isinstance(link.title, dict):
             for lang in t.texts:
@@ -608,6 +614,7 @@ class Holder(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     phone: str | None = Field(default=None, max_length=40, pattern=r"^[0-9+()./ -]+$")
+    birthday: date | None = None
 
 
 class VoucherKind(StrEnum):
