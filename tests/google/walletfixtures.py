@@ -4,45 +4,17 @@ would shadow google-auth)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import secrets
-import sys
-import types
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from PIL import Image
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-
-
-def _install_images_stand_in() -> None:
-    """Until the images module (another engineer's) lands, name images per its contract so the
-    builders can be tested. Removed automatically once ``passkit_stamps.images`` exists."""
-    if importlib.util.find_spec("passkit_stamps.images") is not None:
-        return
-    module = types.ModuleType("passkit_stamps.images")
-
-    def image_name(template: Any, kind: str, stamps: int | None = None) -> str:
-        suffix = f"-{stamps}" if stamps is not None else ""
-        return f"{template.id}/v{template.version}/{template.design_digest}/{kind}{suffix}.png"
-
-    def google_hero(template: Any, stamps: int) -> bytes:
-        return png(1032, 336)
-
-    module.image_name = image_name  # type: ignore[attr-defined]
-    module.google_hero = google_hero  # type: ignore[attr-defined]
-    sys.modules["passkit_stamps.images"] = module
-
-
-_install_images_stand_in()
-
-from passkit_stamps.model import (  # noqa: E402
+from passkit_stamps.model import (
     Card,
     CardState,
     CardTemplate,
@@ -50,6 +22,9 @@ from passkit_stamps.model import (  # noqa: E402
     Voucher,
     VoucherKind,
 )
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
 
 ISSUER = "3388000000012345678"
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -166,6 +166,10 @@ def build_loyalty_class(template: CardTemplate, settings: GoogleSettings) -> Res
             template.organization_name,
             lang,
         ),
+        # The empty grid: what a new card looks like (each object shows its own progress).
+        "heroImage": _image(
+            settings.image_url(image_name(template, "hero", 0)), template.name, lang
+        ),
         "hexBackgroundColor": template.design.background_color.hex(),
         "reviewStatus": "UNDER_REVIEW",
         "multipleDevicesAndHoldersAllowedStatus": "ONE_USER_ALL_DEVICES",
