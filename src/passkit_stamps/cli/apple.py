@@ -1,7 +1,260 @@
-"""CLI commands: apple."""
+"""CLI commands: build one signed Apple Wallet pass, or sample passes for every template."""
 
 from __future__ import annotations
 
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from ..apple.bundle import PassBuilder, build_pkpasses
+from ..apple.credentials import SigningCredentials
+from ..devpki import make_dev_pki
+from ..model import (
+    TEMPLATE_FILE,
+    Card,
+    CardState,
+    CardTemplate,
+    Holder,
+    Voucher,
+    VoucherKind,
+    localized,
+)
+
+_SERIAL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_MIN_TOKEN = 16
+
+
+def _credentials(
+    p12: Path | None,
+    p12_password: str | None,
+    cert: Path | None,
+    key: Path | None,
+    key_password: str | None,
+    wwdr: Path,
+) -> SigningCredentials:
+    """Credentials from exactly one of --p12 or --cert/--key (option combinations checked here)."""
+    if p12 is not None and (cert is not None or key is not None):
+        raise click.UsageError("give either --p12 or --cert/--key, not both")
+    if p12 is not None:
+        if key_password is not None:
+            raise click.UsageError("--key-password goes with --key; use --p12-password")
+        return SigningCredentials.from_p12(p12, password=p12_password, wwdr=wwdr)
+    if cert is None or key is None:
+        raise click.UsageError("signing needs --p12 FILE, or both --cert FILE and --key FILE")
+    if p12_password is not None:
+        raise click.UsageError("--p12-password goes with --p12; use --key-password")
+    return SigningCredentials.from_pem(cert, key, key_password=key_password, wwdr=wwdr)
+
+
+def _load_template(folder: Path) -> CardTemplate:
+    if not folder.is_dir():
+        raise click.ClickException(f"template folder {folder} does not exist")
+    return CardTemplate.load(folder)
+
+
+@click.command("build")
+@click.argument("template_dir", type=click.Path(path_type=Path))
+@click.option("--serial", required=True, help="Card number, also the pass serial number.")
+@click.option("--stamps", required=True, type=int, help="Stamps on the card (0 to required).")
+@click.option("--holder-name", help="The holder's name, shown on the pass.")
+@click.option("--web-service-url", help="Base URL of the pass web service (without /v1).")
+@click.option("--auth-token", help="Authentication token (>= 16 characters); random if absent.")
+@click.option("--allow-http", is_flag=True, help="Allow an http:// web service URL (testing).")
+@click.option("--p12", type=click.Path(path_type=Path), help="Certificate and key as .p12.")
+@click.option("--p12-password", help="Password of the .p12 file.")
+@click.option("--cert", type=click.Path(path_type=Path), help="Pass Type ID certificate.")
+@click.option("--key", type=click.Path(path_type=Path), help="Its private key (PEM or DER).")
+@click.option("--key-password", help="Password of an encrypted private key.")
+@click.option(
+    "--wwdr", required=True, type=click.Path(path_type=Path), help="Apple WWDR intermediate."
+)
+@click.option(
+    "-o", "--out", "out", required=True, type=click.Path(path_type=Path), help="The .pkpass."
+)
+def build_command(
+    template_dir: Path,
+    serial: str,
+    stamps: int,
+    holder_name: str | None,
+    web_service_url: str | None,
+    auth_token: str | None,
+    allow_http: bool,
+    p12: Path | None,
+    p12_password: str | None,
+    cert: Path | None,
+    key: Path | None,
+    key_password: str | None,
+    wwdr: Path,
+    out: Path,
+) -> None:
+    """Build one signed .pkpass of TEMPLATE_DIR's card with SERIAL and N stamps."""
+    if auth_token is not None and web_service_url is None:
+        raise click.UsageError("--auth-token is used only with --web-service-url")
+    if allow_http and web_service_url is None:
+        raise click.UsageError("--allow-http is used only with --web-service-url")
+    if not _SERIAL.match(serial):
+        raise click.ClickException(
+            f"--serial {serial!r} must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-'"
+        )
+    if auth_token is not None and len(auth_token) < _MIN_TOKEN:
+        raise click.ClickException(
+            f"--auth-token must be at least {_MIN_TOKEN} characters (Apple's minimum)"
+        )
+    if holder_name is not None and not 0 < len(holder_name.strip()) <= 200:
+        raise click.ClickException("--holder-name must be 1 to 200 characters")
+    template = _load_template(template_dir)
+    if not 0 <= stamps <= template.stamps_required:
+        raise click.ClickException(
+            f"--stamps must be 0 to {template.stamps_required} for template {template.key}, "
+            f"got {stamps}"
+        )
+    credentials = _credentials(p12, p12_password, cert, key, key_password, wwdr)
+    builder = PassBuilder(credentials, web_service_url=web_service_url, allow_http=allow_http)
+    card = Card(
+        serial=serial,
+        template_id=template.id,
+        template_version=template.version,
+        holder=Holder(name=holder_name),
+        stamps=stamps,
+        created_at=datetime.now(UTC),
+        authentication_token=auth_token or secrets.token_urlsafe(24),
+    )
+    data = builder.build(template, card)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    for warning in credentials.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(
+        f"wrote {out} ({len(data):,} bytes, {template.key}, {stamps}/{template.stamps_required})"
+    )
+
+
+# -- samples ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sample:
+    name: str
+    stamps: int
+    voided: bool = False
+    vouchers: bool = False
+    message: str | None = None
+
+
+def _samples(template: CardTemplate) -> list[_Sample]:
+    required = template.stamps_required
+    some = max(1, required // 2 - 1)
+    return [
+        _Sample("new", 0),
+        _Sample("progress", some, message="Thanks for visiting us!"),
+        _Sample("complete", required, vouchers=True),
+        _Sample("voided", some, voided=True),
+    ]
+
+
+def _sample_card(template: CardTemplate, sample: _Sample, now: datetime) -> Card:
+    lang = template.default_language
+    vouchers = tuple(
+        Voucher(
+            code=f"{template.id.upper()}-{step.at:02d}-SAMPLE",
+            kind=VoucherKind.REWARD,
+            title=localized(step.title, lang, lang),
+            description=localized(step.description, lang, lang),
+            issued_at=now,
+            reward_at=step.at,
+        )
+        for step in (template.rewards if sample.vouchers else ())
+    )
+    return Card(
+        serial=f"{template.id}-{sample.name}",
+        template_id=template.id,
+        template_version=template.version,
+        holder=Holder(name="Ada Lovelace"),
+        stamps=sample.stamps,
+        vouchers=vouchers,
+        created_at=now,
+        last_stamp_at=now if sample.stamps else None,
+        state=CardState.VOIDED if sample.voided else CardState.ACTIVE,
+        authentication_token=secrets.token_urlsafe(24),  # unused: samples have no web service
+        message=sample.message,
+    )
+
+
+@click.command("samples")
+@click.option(
+    "--templates",
+    "templates_dir",
+    default="templates",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder of templates (one sub-folder with template.toml each).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="out",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where to write <template>/<serial>.pkpass.",
+)
+@click.option(
+    "--certs",
+    "certs_dir",
+    default="certs.example/dev",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Development PKI folder (made when missing, reused when valid).",
+)
+def samples_command(templates_dir: Path, out_dir: Path, certs_dir: Path) -> None:
+    """Sign sample passes of every template with a development certificate.
+
+    The passes open in tools that check the chain against certs/root-ca.pem, not on an iPhone:
+    Wallet trusts only Apple-issued certificates.
+    """
+    if not templates_dir.is_dir():
+        raise click.ClickException(f"templates folder {templates_dir} does not exist")
+    folders = sorted(p.parent for p in templates_dir.glob(f"*/{TEMPLATE_FILE}"))
+    if not folders:
+        raise click.ClickException(f"no templates ({TEMPLATE_FILE}) found in {templates_dir}")
+    pki = make_dev_pki(certs_dir)
+    builder = PassBuilder(pki.credentials())
+    now = datetime.now(UTC).replace(microsecond=0)
+    rows: list[tuple[str, str, str, int]] = []
+    for folder in folders:
+        template = CardTemplate.load(folder)
+        target = out_dir / template.id
+        target.mkdir(parents=True, exist_ok=True)
+        passes = []
+        for sample in _samples(template):
+            card = _sample_card(template, sample, now)
+            data = builder.build(template, card)
+            path = target / f"{card.serial}.pkpass"
+            path.write_bytes(data)
+            passes.append(data)
+            state = " voided" if sample.voided else ""
+            progress = f"{card.stamps}/{template.stamps_required}{state}"
+            rows.append((str(path), template.key, progress, len(data)))
+        bundle = build_pkpasses(passes)
+        path = target / f"{template.id}.pkpasses"
+        path.write_bytes(bundle)
+        rows.append((str(path), template.key, f"{len(passes)} passes", len(bundle)))
+    header = ("file", "template", "stamps", "size")
+    widths = [max(len(header[i]), *(len(str(r[i])) for r in rows)) for i in range(3)]
+    size_width = max(len("size"), *(len(f"{r[3]:,}") for r in rows))
+    click.echo(
+        f"{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]:<{widths[2]}}  "
+        f"{header[3]:>{size_width}}"
+    )
+    for file, key, progress, size in rows:
+        click.echo(
+            f"{file:<{widths[0]}}  {key:<{widths[1]}}  {progress:<{widths[2]}}  "
+            f"{size:>{size_width},}"
+        )
+    click.echo(f"signed with the development certificate in {certs_dir} (root: {pki.root_cert})")
+
+
+COMMANDS: list[click.Command] = [build_command, samples_command]
