@@ -1,7 +1,170 @@
-"""CLI commands: serve."""
+"""CLI commands: ``serve`` (the web app under uvicorn) and ``demo`` (the same, all local).
+
+Every option also comes from an environment variable ``PASSKIT_STAMPS_<OPTION>`` (e.g.
+``PASSKIT_STAMPS_DB``, ``PASSKIT_STAMPS_PUBLIC_URL``, ``PASSKIT_STAMPS_P12_PASSWORD``), so
+secrets need not appear on a command line.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+from pathlib import Path
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from ..errors import WebConfigError
+
+ENV = "PASSKIT_STAMPS_"
+
+
+def _env(name: str) -> str:
+    return ENV + name.upper().replace("-", "_")
+
+
+def _secret_key(value: str | None) -> bytes | None:
+    """A secret key given as hex or base64 (at least 16 bytes)."""
+    if value is None:
+        return None
+    for decode in (bytes.fromhex, base64.b64decode):
+        try:
+            key = decode(value)
+        except (ValueError, binascii.Error):
+            continue
+        if len(key) >= 16:
+            return key
+    raise WebConfigError("--secret-key must be at least 16 bytes, written as hex or base64")
+
+
+@click.command("serve")
+@click.option("--db", envvar=_env("db"), help="Store URL: sqlite:///file.db or postgresql://...")
+@click.option(
+    "--public-url",
+    envvar=_env("public_url"),
+    help="Public base URL devices reach (https://...); webServiceURL = it + mount path.",
+)
+@click.option(
+    "--mount-path",
+    envvar=_env("mount_path"),
+    default="",
+    show_default=True,
+    help="Path the app is mounted under behind the proxy, e.g. /wallet.",
+)
+@click.option("--host", envvar=_env("host"), default="127.0.0.1", show_default=True)
+@click.option("--port", envvar=_env("port"), default=8000, show_default=True, type=int)
+@click.option(
+    "--p12",
+    envvar=_env("p12"),
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Pass Type ID certificate and key (.p12).",
+)
+@click.option("--p12-password", envvar=_env("p12_password"), help="Password of the .p12.")
+@click.option(
+    "--cert",
+    envvar=_env("cert"),
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Pass Type ID certificate (PEM or DER), with --key.",
+)
+@click.option(
+    "--key",
+    envvar=_env("key"),
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key of --cert (PEM).",
+)
+@click.option("--key-password", envvar=_env("key_password"), help="Password of --key.")
+@click.option(
+    "--wwdr",
+    envvar=_env("wwdr"),
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Apple WWDR intermediate certificate (G4).",
+)
+@click.option(
+    "--secret-key",
+    envvar=_env("secret_key"),
+    help="Key for card page URLs (hex or base64, >= 16 bytes). Default: derived "
+    "from the signing key.",
+)
+@click.option(
+    "--allow-http",
+    envvar=_env("allow_http"),
+    is_flag=True,
+    help="Allow an http:// public URL (local testing only; devices need HTTPS).",
+)
+@click.option(
+    "--google-issuer-id",
+    envvar=_env("google_issuer_id"),
+    help="Google Wallet issuer id (enables Save links and callbacks).",
+)
+@click.option(
+    "--google-service-account",
+    envvar=_env("google_service_account"),
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Google service account key file (JSON).",
+)
+@click.option(
+    "--google-origin",
+    "google_origins",
+    envvar=_env("google_origins"),
+    multiple=True,
+    help="Web origin allowed to show the Save button (repeatable).",
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    envvar=_env("demo"),
+    help="Run the local demo (./demo, development certificates, sample cards).",
+)
+@click.option(
+    "--demo-dir",
+    envvar=_env("demo_dir"),
+    default="demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--templates",
+    "templates_dir",
+    envvar=_env("templates"),
+    default="templates",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Sample templates the demo publishes.",
+)
+def serve_command(**options: Any) -> None:
+    """Serve the pass web service, images, card pages and Google callbacks with uvicorn."""
+    from ..web.serving import ServeOptions, run
+
+    run(ServeOptions(**{**options, "secret_key": _secret_key(options["secret_key"])}))
+
+
+@click.command("demo")
+@click.option("--host", envvar=_env("host"), default="127.0.0.1", show_default=True)
+@click.option("--port", envvar=_env("port"), default=8000, show_default=True, type=int)
+@click.option(
+    "--demo-dir",
+    envvar=_env("demo_dir"),
+    default="demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--templates",
+    "templates_dir",
+    envvar=_env("templates"),
+    default="templates",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+def demo_command(host: str, port: int, demo_dir: Path, templates_dir: Path) -> None:
+    """Run the demo on this machine: no Apple or Google account needed (same as serve --demo)."""
+    from ..web.serving import ServeOptions, run
+
+    run(
+        ServeOptions(
+            host=host, port=port, demo=True, demo_dir=demo_dir, templates_dir=templates_dir
+        )
+    )
+
+
+COMMANDS: list[click.Command] = [serve_command, demo_command]

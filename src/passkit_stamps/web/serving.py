@@ -1,0 +1,188 @@
+"""Running the app with uvicorn: ``passkit-stamps serve`` and ``passkit-stamps demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..apple.credentials import SigningCredentials
+from ..errors import CredentialsError, WebConfigError
+from .config import GoogleWebConfig, WebConfig, secret_key_from_credentials
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``serve`` was given (see :mod:`passkit_stamps.cli.serve`)."""
+
+    db: str | None = None
+    public_url: str | None = None
+    mount_path: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    p12: Path | None = None
+    p12_password: str | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    key_password: str | None = None
+    wwdr: Path | None = None
+    secret_key: bytes | None = None
+    allow_http: bool = False
+    google_issuer_id: str | None = None
+    google_service_account: Path | None = None
+    google_origins: tuple[str, ...] = ()
+    demo: bool = False
+    demo_dir: Path = Path("demo")
+    templates_dir: Path = Path("templates")
+
+
+def load_credentials(options: ServeOptions) -> SigningCredentials:
+    """The signing credentials from ``--p12`` or ``--cert``/``--key``, with ``--wwdr``."""
+    if options.wwdr is None:
+        raise CredentialsError("--wwdr is required: Apple's WWDR intermediate certificate (G4)")
+    if options.p12 is not None and (options.cert is not None or options.key is not None):
+        raise CredentialsError("give either --p12 or --cert with --key, not both")
+    if options.p12 is not None:
+        return SigningCredentials.from_p12(
+            options.p12, password=options.p12_password, wwdr=options.wwdr
+        )
+    if options.cert is not None and options.key is not None:
+        return SigningCredentials.from_pem(
+            options.cert, options.key, key_password=options.key_password, wwdr=options.wwdr
+        )
+    raise CredentialsError("signing credentials missing: give --p12, or --cert and --key")
+
+
+def web_config(options: ServeOptions, credentials: SigningCredentials) -> WebConfig:
+    """The app's configuration from the options."""
+    if not options.public_url:
+        raise WebConfigError("--public-url is required (the HTTPS address devices reach)")
+    google = None
+    if options.google_issuer_id:
+        account = None
+        if options.google_service_account is not None:
+            from ..google.auth import ServiceAccount
+
+            account = ServiceAccount.load(options.google_service_account)
+        google = GoogleWebConfig(
+            issuer_id=options.google_issuer_id,
+            service_account=account,
+            origins=tuple(options.google_origins),
+        )
+    return WebConfig(
+        public_url=options.public_url,
+        mount_path=options.mount_path,
+        secret_key=options.secret_key or secret_key_from_credentials(credentials),
+        allow_http=options.allow_http,
+        google=google,
+    )
+
+
+def demo_secret_key(demo_dir: Path) -> bytes:
+    """The demo's page key, made once and kept in ``demo_dir`` (stable URLs across restarts)."""
+    path = demo_dir / "secret.key"
+    if path.exists():
+        key = bytes.fromhex(path.read_text().strip())
+        if len(key) >= 16:
+            return key
+    key = secrets.token_bytes(32)
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    return key
+
+
+def run(options: ServeOptions) -> None:
+    """Serve until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(options))
+
+
+async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) -> None:
+    """Open the store, build the app and run uvicorn (and, for the demo, the push logger)."""
+    import uvicorn
+
+    from ..service import StampService
+    from ..store.store import Store
+    from .app import create_app
+    from .demo import LoggingPushWorker, prepare_demo
+
+    worker: LoggingPushWorker | None = None
+    if options.demo:
+        from ..devpki import make_dev_pki
+
+        options.demo_dir.mkdir(parents=True, exist_ok=True)
+        pki = make_dev_pki(Path("certs.example") / "dev")
+        credentials = pki.credentials()
+        public_url = options.public_url or f"http://{options.host}:{options.port}"
+        config = WebConfig(
+            public_url=public_url,
+            mount_path=options.mount_path,
+            secret_key=options.secret_key or demo_secret_key(options.demo_dir),
+            allow_http=True,
+        )
+        db = options.db or f"sqlite:///{options.demo_dir / 'passkit-stamps.db'}"
+    else:
+        if not options.db:
+            raise WebConfigError("--db is required (sqlite:///file.db or postgresql://...)")
+        credentials = load_credentials(options)
+        config = web_config(options, credentials)
+        db = options.db
+    for warning in credentials.warnings:
+        logger.warning("%s", warning)
+
+    store = await Store.open(db)
+    try:
+        service = StampService(store)
+        app = create_app(service, credentials, config)
+        if options.demo:
+            serials = await prepare_demo(service, options.templates_dir)
+            worker = LoggingPushWorker(service)
+            worker.start()
+            _print_demo(config, serials)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=options.host,
+                port=options.port,
+                log_level="info",
+                proxy_headers=True,
+                server_header=False,
+                lifespan="off",
+            )
+        )
+        if ready is not None:
+            asyncio.get_running_loop().create_task(_signal_ready(server, ready))
+        await server.serve()
+    finally:
+        if worker is not None:
+            await worker.stop()
+        await store.close()
+
+
+async def _signal_ready(server: object, ready: asyncio.Event) -> None:
+    while not getattr(server, "started", False):
+        await asyncio.sleep(0.02)
+    ready.set()
+
+
+def _print_demo(config: WebConfig, serials: list[str]) -> None:
+    lines = [
+        "",
+        "passkit-stamps demo: development certificates (Wallet will not open these passes;",
+        "`passkit-stamps verify` and the tests do). Open a card page:",
+    ]
+    for serial in serials:
+        url = config.card_page_url(serial)
+        lines.append(f"  {serial}: {url}")
+        lines.append(f"  {' ' * len(serial)}  .pkpass: {url}/pass.pkpass")
+    lines.append(f"Web service URL of the passes: {config.web_service_url}")
+    lines.append("Stamp a card from another shell, e.g. `passkit-stamps cards stamp <serial>`;")
+    lines.append("pushes are logged, not sent. Ctrl-C stops.")
+    print("\n".join(lines), flush=True)
