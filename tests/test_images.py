@@ -1,0 +1,408 @@
+"""The stamp grid and derived images: golden bytes, sizes, layout, cache, names."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from passkit_stamps import images
+from passkit_stamps.errors import ImageError, NotFoundError
+from passkit_stamps.images import (
+    APPLE_STRIP_POINTS,
+    GOOGLE_HERO_SIZE,
+    KINDS,
+    RENDERER_VERSION,
+    STAMP_KINDS,
+    apple_icon,
+    apple_logo,
+    apple_strip,
+    cache_info,
+    clear_cache,
+    encode_png,
+    google_hero,
+    google_program_logo,
+    grid_layout,
+    image_name,
+    render_named,
+    render_stamp_grid,
+)
+from passkit_stamps.model import CardTemplate, Color
+
+# SHA-256 of the PNG bytes. These pin the drawing and the encoder: when a change to images.py
+# alters them on purpose, bump RENDERER_VERSION (names change with it) and update the digests.
+GOLDEN = {
+    ("coffee", "strip@2x", 0): "e013af112dce225d19cea40479beb6f0003a95d74539913d95d057a9223d074e",
+    ("coffee", "strip@2x", 3): "dc42e07096dd4b61cbc0ca2fbc1201f2c9686d7beeff8d6f4708bd0f0c518a14",
+    ("coffee", "strip@2x", 8): "0f1600f539c915b516fa4678b9a09d6ebf686bceff63496ce5d3c9e7d64f2064",
+    ("coffee", "hero", 5): "914e7f7532604d7f1a2bfd1318d12a0bc6b61f3723aa94fdd22a5a184c94c007",
+    ("salon", "strip@2x", 5): "0b61e5d529d00cb7cb3514b0728a8cc3b5bd34c6438702b13e39ee10bc667755",
+}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def chunks(data: bytes) -> list[bytes]:
+    """The chunk types of a PNG, in order."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    kinds, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kinds.append(data[pos + 4 : pos + 8])
+        pos += 12 + length
+    return kinds
+
+
+def variant(template: CardTemplate, **changes: Any) -> CardTemplate:
+    """A validated copy with top-level or design changes (``design__x=...``). Built with
+    model_validate, not model_copy, so the cached design_digest is computed afresh."""
+    data = template.model_dump()
+    for key, value in changes.items():
+        if key.startswith("design__"):
+            data["design"][key.removeprefix("design__")] = value
+        else:
+            data[key] = value
+    return CardTemplate.model_validate(data)
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> None:
+    clear_cache()
+
+
+# -- golden bytes and determinism ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("template_id", "kind", "stamps"), list(GOLDEN))
+def test_golden_digests(
+    request: pytest.FixtureRequest, template_id: str, kind: str, stamps: int
+) -> None:
+    template = request.getfixturevalue(template_id)
+    data = render_named(template, image_name(template, kind, stamps))
+    assert sha(data) == GOLDEN[(template_id, kind, stamps)]
+
+
+def test_renders_are_deterministic_across_fresh_renders(coffee: CardTemplate) -> None:
+    first = apple_strip(coffee, 3, 3)
+    clear_cache()
+    second = apple_strip(coffee, 3, 3)
+    assert first is not second  # really rendered twice
+    assert first == second
+    clear_cache()
+    assert google_program_logo(coffee) == google_program_logo(coffee)
+
+
+def test_png_has_only_the_essential_chunks_and_no_metadata(coffee: CardTemplate) -> None:
+    for data in (apple_strip(coffee, 2, 1), google_hero(coffee, 2), apple_icon(coffee, 2)):
+        assert chunks(data) == [b"IHDR", b"IDAT", b"IEND"]
+        assert decode(data).info == {}
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
+def test_encode_png_round_trips_pixels(mode: str) -> None:
+    img = Image.new("RGBA", (37, 11), (0, 0, 0, 0))
+    for x in range(37):
+        for y in range(11):
+            img.putpixel((x, y), ((x * 7) % 256, (y * 23) % 256, (x * y) % 256, (x + y * 9) % 256))
+    source = img.convert(mode)
+    back = decode(encode_png(source))
+    expected = source if mode in ("RGB", "RGBA") else source.convert(back.mode)
+    assert back.mode == expected.mode
+    assert back.tobytes() == expected.tobytes()
+
+
+# -- sizes --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3])
+def test_apple_sizes_at_every_scale(coffee: CardTemplate, salon: CardTemplate, scale: int) -> None:
+    for template in (coffee, salon):
+        strip = decode(apple_strip(template, 4, scale))
+        assert strip.size == (375 * scale, 123 * scale)
+        assert strip.mode == "RGB"
+        assert decode(apple_icon(template, scale)).size == (29 * scale, 29 * scale)
+        logo_bytes = apple_logo(template, scale)
+        assert logo_bytes is not None
+        w, h = decode(logo_bytes).size
+        assert w <= 160 * scale and h <= 50 * scale
+        assert w == 160 * scale or h == 50 * scale  # fills the box along one side
+    # aspect ratio kept: coffee's logo is 480x150 (3.2:1), salon's 450x150 (3:1)
+    assert decode(apple_logo(coffee, scale) or b"").size == (160 * scale, 50 * scale)
+    assert decode(apple_logo(salon, scale) or b"").size == (150 * scale, 50 * scale)
+
+
+def test_google_sizes(coffee: CardTemplate, salon: CardTemplate) -> None:
+    for template in (coffee, salon):
+        hero = decode(google_hero(template, 3))
+        assert hero.size == GOOGLE_HERO_SIZE == (1032, 336)
+        assert hero.mode == "RGB"
+        logo = decode(google_program_logo(template))
+        assert logo.size == (660, 660)
+        assert logo.mode == "RGB"
+
+
+def test_no_logo_gives_none_and_no_name(coffee: CardTemplate) -> None:
+    bare = variant(coffee, design__logo=None)
+    assert apple_logo(bare, 2) is None
+    with pytest.raises(NotFoundError):
+        image_name(bare, "logo")
+    with pytest.raises(NotFoundError):
+        render_named(
+            bare, image_name(coffee, "logo").replace(coffee.design_digest, bare.design_digest)
+        )
+
+
+def test_bad_scales_and_sizes_are_refused(coffee: CardTemplate) -> None:
+    for scale in (0, 4, -1):
+        with pytest.raises(ImageError, match="scale"):
+            apple_strip(coffee, 1, scale)
+        with pytest.raises(ImageError, match="scale"):
+            apple_icon(coffee, scale)
+        with pytest.raises(ImageError, match="scale"):
+            apple_logo(coffee, scale)
+    for width, height in ((0, 10), (10, 0), (-5, 10), (100_000, 100), (100, 100_000)):
+        with pytest.raises(ImageError, match="out of range"):
+            render_stamp_grid(coffee, 1, width, height)
+
+
+# -- layout and drawing -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("slots", "rows"), [(2, 1), (5, 1), (6, 1), (7, 2), (8, 2), (10, 2)])
+def test_rows_depend_on_the_stamp_count(slots: int, rows: int) -> None:
+    for size in (APPLE_STRIP_POINTS, GOOGLE_HERO_SIZE, (1125, 369)):
+        layout = grid_layout(slots, *size)
+        assert layout.rows == rows
+        assert len({y for _, y in layout.positions}) == rows
+        assert len(layout.positions) == slots
+
+
+@pytest.mark.parametrize("slots", [2, 3, 6, 7, 8, 9, 10, 13, 20, 30])
+def test_stamps_stay_inside_safe_margins_and_never_overlap(slots: int) -> None:
+    for width, height in (APPLE_STRIP_POINTS, GOOGLE_HERO_SIZE, (750, 246)):
+        layout = grid_layout(slots, width, height)
+        d = layout.diameter
+        assert d >= 14  # still a legible stamp at @1x with 30 slots
+        for x, y in layout.positions:
+            assert width * 0.04 - 1 <= x and x + d <= width - width * 0.04 + 1
+            assert height * 0.08 - 1 <= y and y + d <= height - height * 0.08 + 1
+        for (x1, y1), (x2, y2) in itertools.combinations(layout.positions, 2):
+            assert abs(x1 - x2) >= d or abs(y1 - y2) >= d
+
+
+def test_odd_last_row_is_centred() -> None:
+    layout = grid_layout(7, 1032, 336)
+    top = [x for x, y in layout.positions if y == layout.positions[0][1]]
+    bottom = [x for x, y in layout.positions if y != layout.positions[0][1]]
+    assert len(top) == 4 and len(bottom) == 3
+    d = layout.diameter
+    assert abs((top[0] + top[-1] + d) / 2 - 516) <= 1
+    assert abs((bottom[0] + bottom[-1] + d) / 2 - 516) <= 1
+
+
+def stamp_pixel(template: CardTemplate, img: Image.Image, slot: int, fx: float, fy: float) -> Any:
+    layout = grid_layout(template.stamps_required, *img.size)
+    x, y = layout.positions[slot]
+    return img.getpixel((x + round(fx * layout.diameter), y + round(fy * layout.diameter)))
+
+
+def test_builtin_stamps_filled_then_empty(coffee: CardTemplate) -> None:
+    img = decode(apple_strip(coffee, 3, 3))
+    fg = tuple(coffee.design.foreground_color)
+    bg = tuple(coffee.design.background_color)
+    for slot in range(8):
+        # inside the disc, away from the check mark: ink when filled, background when empty
+        expected = fg if slot < 3 else bg
+        assert stamp_pixel(coffee, img, slot, 0.5, 0.15) == expected, slot
+    # the empty ring is drawn in the label colour (it has enough contrast here)
+    assert stamp_pixel(coffee, img, 5, 0.5, 0.02) == tuple(coffee.design.label_color)
+
+
+def test_reward_step_is_marked_differently(coffee: CardTemplate) -> None:
+    img = decode(apple_strip(coffee, 0, 3))
+    bg = tuple(coffee.design.background_color)
+    # centre of an empty stamp: background, except the reward step (8) which holds a star
+    assert stamp_pixel(coffee, img, 6, 0.5, 0.5) == bg
+    assert stamp_pixel(coffee, img, 7, 0.5, 0.5) == tuple(coffee.design.label_color)
+
+
+def test_ring_falls_back_to_foreground_when_the_label_colour_is_not_legible(
+    coffee: CardTemplate,
+) -> None:
+    dim = variant(coffee, design__label_color="#4a2c1d")  # almost the background
+    assert Color(0x4A, 0x2C, 0x1D).contrast(coffee.design.background_color) < 3
+    img = decode(apple_strip(dim, 0, 3))
+    assert stamp_pixel(dim, img, 2, 0.5, 0.02) == tuple(coffee.design.foreground_color)
+
+
+def test_custom_stamp_images_are_used(salon: CardTemplate) -> None:
+    builtin = variant(salon, design__stamp_filled=None, design__stamp_empty=None)
+    assert apple_strip(salon, 4, 2) != apple_strip(builtin, 4, 2)
+    img = decode(apple_strip(salon, 4, 3))
+    # the salon's filled stamp is a plum disc with a light flower; its centre is the label pink
+    assert stamp_pixel(salon, img, 0, 0.5, 0.5) == tuple(salon.design.label_color)
+    assert stamp_pixel(salon, img, 0, 0.5, 0.06) == tuple(salon.design.foreground_color)
+    # empty stamps show the light outlined flower, not the plum disc
+    assert stamp_pixel(salon, img, 6, 0.5, 0.06) != tuple(salon.design.foreground_color)
+
+
+def test_stamps_are_clamped(coffee: CardTemplate) -> None:
+    assert apple_strip(coffee, 99, 1) is apple_strip(coffee, 8, 1)
+    assert apple_strip(coffee, -4, 1) is apple_strip(coffee, 0, 1)
+    assert image_name(coffee, "hero", 12) == image_name(coffee, "hero", 8)
+
+
+def test_every_stamp_count_gives_a_different_picture(salon: CardTemplate) -> None:
+    digests = {sha(google_hero(salon, n)) for n in range(salon.stamps_required + 1)}
+    assert len(digests) == salon.stamps_required + 1
+
+
+# -- the cache ----------------------------------------------------------------------------------
+
+
+def test_cache_returns_the_same_object(coffee: CardTemplate) -> None:
+    first = apple_strip(coffee, 3, 2)
+    assert apple_strip(coffee, 3, 2) is first
+    assert render_stamp_grid(coffee, 3, 750, 246) is first
+    assert render_named(coffee, image_name(coffee, "strip@2x", 3)) is first
+    assert apple_icon(coffee, 3) is apple_icon(coffee, 3)
+    assert google_program_logo(coffee) is google_program_logo(coffee)
+    info = cache_info()
+    assert info["misses"] == 3
+    assert info["hits"] == 5
+
+
+def test_cache_keys_include_the_design(coffee: CardTemplate) -> None:
+    other = variant(coffee, design__background_color="#102030")
+    assert other.design_digest != coffee.design_digest
+    assert apple_strip(other, 3, 1) != apple_strip(coffee, 3, 1)
+
+
+def test_a_fleet_needs_one_render_per_stamp_count(coffee: CardTemplate) -> None:
+    for _ in range(3):
+        for n in range(coffee.stamps_required + 1):
+            google_hero(coffee, n)
+    assert cache_info()["misses"] == coffee.stamps_required + 1
+
+
+def test_concurrent_first_renders_agree_on_one_object(coffee: CardTemplate) -> None:
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda _: google_hero(coffee, 4), range(12)))
+    assert all(r is results[0] for r in results)
+
+
+def test_cache_is_bounded_by_bytes_and_evicts_the_least_recently_used() -> None:
+    cache = images._ImageCache(max_bytes=250)
+    cache.get("a", lambda: b"a" * 100)
+    cache.get("b", lambda: b"b" * 100)
+    cache.get("a", lambda: b"never")  # "a" is now the most recent
+    cache.get("c", lambda: b"c" * 100)  # over 250 bytes: "b" goes
+    assert cache.info()["entries"] == 2
+    assert cache.info()["bytes"] == 200
+    assert cache.get("a", lambda: b"new") == b"a" * 100
+    assert cache.get("b", lambda: b"new") == b"new"
+
+
+# -- names --------------------------------------------------------------------------------------
+
+
+def test_image_name_shape(coffee: CardTemplate) -> None:
+    prefix = f"coffee/v1/{coffee.design_digest}-r{RENDERER_VERSION}/"
+    assert image_name(coffee, "hero", 3) == prefix + "hero-3.png"
+    assert image_name(coffee, "strip@2x", 0) == prefix + "strip-0@2x.png"
+    assert image_name(coffee, "icon@3x") == prefix + "icon@3x.png"
+    assert image_name(coffee, "logo") == prefix + "logo.png"
+    assert image_name(coffee, "program-logo") == prefix + "program-logo.png"
+
+
+def test_image_name_changes_with_stamps_design_version_and_renderer(
+    coffee: CardTemplate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = {image_name(coffee, "hero", n) for n in range(9)}
+    assert len(names) == 9
+    base = image_name(coffee, "hero", 3)
+    assert image_name(variant(coffee, design__foreground_color="#ffffff"), "hero", 3) != base
+    assert image_name(variant(coffee, version=2), "hero", 3) != base
+    monkeypatch.setattr(images, "RENDERER_VERSION", RENDERER_VERSION + 1)
+    newer = image_name(coffee, "hero", 3)
+    assert newer != base
+    render_named(coffee, newer)
+    with pytest.raises(NotFoundError):
+        render_named(coffee, base)  # made by the previous renderer
+
+
+def test_image_name_refuses_bad_arguments(coffee: CardTemplate) -> None:
+    with pytest.raises(ImageError, match="unknown image kind"):
+        image_name(coffee, "banner", 1)
+    for kind in STAMP_KINDS:
+        with pytest.raises(ImageError, match="needs a stamp count"):
+            image_name(coffee, kind)
+    with pytest.raises(ImageError, match="takes no stamp count"):
+        image_name(coffee, "program-logo", 3)
+
+
+def test_render_named_round_trips_every_kind(coffee: CardTemplate, salon: CardTemplate) -> None:
+    for template in (coffee, salon):
+        for kind in KINDS:
+            counts = (0, 1, template.stamps_required) if kind in STAMP_KINDS else (None,)
+            for n in counts:
+                data = render_named(template, image_name(template, kind, n))
+                assert data.startswith(b"\x89PNG")
+    assert render_named(coffee, image_name(coffee, "hero", 5)) == google_hero(coffee, 5)
+    assert render_named(coffee, image_name(coffee, "strip@1x", 2)) == apple_strip(coffee, 2, 1)
+    assert render_named(coffee, image_name(coffee, "icon@2x")) == apple_icon(coffee, 2)
+    assert render_named(coffee, image_name(coffee, "logo")) == apple_logo(coffee, 3)
+    assert render_named(coffee, image_name(coffee, "logo@1x")) == apple_logo(coffee, 1)
+    program = render_named(coffee, image_name(coffee, "program-logo"))
+    assert program == google_program_logo(coffee)
+
+
+def test_render_named_rejects_bad_names(coffee: CardTemplate, salon: CardTemplate) -> None:
+    good = image_name(coffee, "hero", 3)
+    prefix = good.removesuffix("hero-3.png")
+    wrong_digest = "0" * 16 if coffee.design_digest != "0" * 16 else "1" * 16
+    bad = [
+        "",
+        "../x",
+        "x",
+        "garbage\x00.png",
+        "/" + good,
+        good + "/",
+        good + "\n",
+        good.upper(),
+        good.replace(coffee.design_digest, wrong_digest),
+        good.replace("/v1/", "/v2/"),
+        good.replace("/v1/", "/v01/"),
+        good.replace("coffee/", "salon/"),
+        good.replace(f"-r{RENDERER_VERSION}/", f"-r{RENDERER_VERSION + 1}/"),
+        prefix + "hero-9.png",  # more stamps than the card holds
+        prefix + "hero-03.png",  # not the canonical spelling
+        prefix + "hero--1.png",
+        prefix + "hero.png",
+        prefix + "strip-3@4x.png",
+        prefix + "strip-3.png",
+        prefix + "icon.png",
+        prefix + "../../../etc/passwd",
+        prefix + "hero-3.PNG",
+        prefix + "hero-3.png?x=1",
+        prefix + "x" * 1000 + ".png",
+        image_name(salon, "hero", 3),
+        image_name(salon, "hero", 10),
+    ]
+    for name in bad:
+        with pytest.raises(NotFoundError):
+            render_named(coffee, name)
