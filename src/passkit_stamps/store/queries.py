@@ -1,0 +1,421 @@
+"""The SQL the service runs, one small function per question or change.
+
+Every function takes an open connection (the caller owns the transaction), so a service operation
+composes several of them into one atomic unit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..model import Card, Holder, Voucher
+from . import codec
+from .schema import (
+    card_platforms,
+    cards,
+    counters,
+    events,
+    holders,
+    idempotency,
+    images,
+    notifications,
+    outbox,
+    templates,
+    utc,
+    vouchers,
+)
+
+# -- cards ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredCard:
+    """A card as stored, with what the model does not carry."""
+
+    card: Card
+    holder_id: int
+    change_tag: int
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+_CARD_COLUMNS = (*cards.c, holders.c.name, holders.c.email, holders.c.phone, holders.c.birthday)
+
+
+def _card_select() -> sa.Select[Any]:
+    return sa.select(*_CARD_COLUMNS).join(holders, holders.c.id == cards.c.holder_id)
+
+
+async def load_card(
+    conn: AsyncConnection, serial: str, *, for_update: bool = False
+) -> StoredCard | None:
+    """The card with this serial (deleted ones included), locking its row when ``for_update``
+    (PostgreSQL: other writers of this card wait until this transaction ends)."""
+    query = _card_select().where(cards.c.serial == serial)
+    if for_update and conn.dialect.name == "postgresql":
+        query = query.with_for_update(of=cards)
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        return None
+    found = await load_vouchers(conn, [serial])
+    return _stored(row, found.get(serial, ()))
+
+
+def _stored(row: Mapping[Any, Any], card_vouchers: tuple[Voucher, ...]) -> StoredCard:
+    updated_at = utc(row["updated_at"])
+    assert updated_at is not None
+    return StoredCard(
+        card=codec.decode_card(row, card_vouchers),
+        holder_id=row["holder_id"],
+        change_tag=row["change_tag"],
+        updated_at=updated_at,
+        deleted_at=utc(row["deleted_at"]),
+    )
+
+
+async def load_cards(conn: AsyncConnection, serials: Sequence[str]) -> list[StoredCard]:
+    """Several cards with their vouchers, in the order of ``serials`` (missing ones skipped)."""
+    if not serials:
+        return []
+    rows = (await conn.execute(_card_select().where(cards.c.serial.in_(serials)))).mappings()
+    by_serial = {row["serial"]: row for row in rows}
+    found = await load_vouchers(conn, list(by_serial))
+    return [_stored(by_serial[s], found.get(s, ())) for s in serials if s in by_serial]
+
+
+async def load_vouchers(
+    conn: AsyncConnection, serials: Sequence[str]
+) -> dict[str, tuple[Voucher, ...]]:
+    if not serials:
+        return {}
+    query = (
+        sa.select(vouchers)
+        .where(vouchers.c.serial.in_(serials))
+        .order_by(vouchers.c.serial, vouchers.c.position)
+    )
+    grouped: dict[str, list[Voucher]] = defaultdict(list)
+    for row in (await conn.execute(query)).mappings():
+        grouped[row["serial"]].append(codec.decode_voucher(row))
+    return {serial: tuple(found) for serial, found in grouped.items()}
+
+
+async def insert_holder(conn: AsyncConnection, holder: Holder, now: datetime) -> int:
+    result = await conn.execute(
+        holders.insert().values(**holder_values(holder), created_at=now).returning(holders.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def update_holder(conn: AsyncConnection, holder_id: int, holder: Holder) -> None:
+    await conn.execute(
+        holders.update().where(holders.c.id == holder_id).values(**holder_values(holder))
+    )
+
+
+def holder_values(holder: Holder) -> dict[str, Any]:
+    return {
+        "name": holder.name,
+        "email": holder.email,
+        "phone": holder.phone,
+        "birthday": holder.birthday,
+    }
+
+
+async def insert_card(
+    conn: AsyncConnection, card: Card, holder_id: int, *, change_tag: int, now: datetime
+) -> None:
+    row = codec.card_row(card, holder_id)
+    await conn.execute(cards.insert().values(**row, change_tag=change_tag, updated_at=now))
+    await write_vouchers(conn, card.serial, (), card.vouchers)
+
+
+async def update_card(
+    conn: AsyncConnection,
+    old: Card,
+    new: Card,
+    holder_id: int,
+    *,
+    change_tag: int,
+    now: datetime,
+    deleted_at: datetime | None = None,
+) -> None:
+    row = codec.card_row(new, holder_id)
+    row.pop("serial")
+    values: dict[str, Any] = {**row, "change_tag": change_tag, "updated_at": now}
+    if deleted_at is not None:
+        values["deleted_at"] = deleted_at
+    await conn.execute(cards.update().where(cards.c.serial == new.serial).values(**values))
+    await write_vouchers(conn, new.serial, old.vouchers, new.vouchers)
+
+
+async def write_vouchers(
+    conn: AsyncConnection, serial: str, old: Sequence[Voucher], new: Sequence[Voucher]
+) -> None:
+    """Insert the vouchers new on the card and update the ones that changed."""
+    before = {v.code: v for v in old}
+    inserts = [codec.voucher_row(serial, i, v) for i, v in enumerate(new) if v.code not in before]
+    if inserts:
+        await conn.execute(vouchers.insert(), inserts)
+    for v in new:
+        if v.code in before and before[v.code] != v:
+            await conn.execute(
+                vouchers.update()
+                .where(vouchers.c.serial == serial, vouchers.c.code == v.code)
+                .values(redeemed_at=v.redeemed_at, title=v.title, description=v.description)
+            )
+
+
+async def delete_vouchers(conn: AsyncConnection, serial: str) -> None:
+    await conn.execute(vouchers.delete().where(vouchers.c.serial == serial))
+
+
+async def touch_card(conn: AsyncConnection, serial: str, *, change_tag: int, now: datetime) -> None:
+    """Move a card's change tag without changing its data (the pass content changed)."""
+    await conn.execute(
+        cards.update().where(cards.c.serial == serial).values(change_tag=change_tag, updated_at=now)
+    )
+
+
+# -- platforms ------------------------------------------------------------------------------------
+
+
+async def platforms(conn: AsyncConnection, serials: Sequence[str]) -> dict[str, set[str]]:
+    """Where each card is saved."""
+    if not serials:
+        return {}
+    query = sa.select(card_platforms.c.serial, card_platforms.c.platform).where(
+        card_platforms.c.serial.in_(serials)
+    )
+    found: dict[str, set[str]] = defaultdict(set)
+    for serial, platform in await conn.execute(query):
+        found[serial].add(platform)
+    return found
+
+
+async def set_platform(
+    conn: AsyncConnection, serial: str, platform: str, added: bool, now: datetime
+) -> bool:
+    """Add or remove one platform of a card; whether anything changed."""
+    if added:
+        exists = await conn.scalar(
+            sa.select(sa.literal(1)).where(
+                card_platforms.c.serial == serial, card_platforms.c.platform == platform
+            )
+        )
+        if exists:
+            return False
+        await conn.execute(
+            card_platforms.insert().values(serial=serial, platform=platform, added_at=now)
+        )
+        return True
+    result = await conn.execute(
+        card_platforms.delete().where(
+            card_platforms.c.serial == serial, card_platforms.c.platform == platform
+        )
+    )
+    return bool(result.rowcount)
+
+
+# -- templates ------------------------------------------------------------------------------------
+
+
+async def template_versions(conn: AsyncConnection, template_id: str) -> list[Mapping[Any, Any]]:
+    query = (
+        sa.select(
+            templates.c.version,
+            templates.c.content_digest,
+            templates.c.rules_digest,
+            templates.c.name,
+        )
+        .where(templates.c.id == template_id)
+        .order_by(templates.c.version)
+    )
+    return list((await conn.execute(query)).mappings())
+
+
+async def template_digest(conn: AsyncConnection, template_id: str, version: int) -> str | None:
+    return await conn.scalar(
+        sa.select(templates.c.content_digest).where(
+            templates.c.id == template_id, templates.c.version == version
+        )
+    )
+
+
+async def latest_version(conn: AsyncConnection, template_id: str) -> int | None:
+    found = await conn.scalar(
+        sa.select(sa.func.max(templates.c.version)).where(templates.c.id == template_id)
+    )
+    return None if found is None else int(found)
+
+
+async def template_content(
+    conn: AsyncConnection, template_id: str, version: int
+) -> tuple[str, str, dict[str, bytes]] | None:
+    """(content JSON, content digest, images) of one template version."""
+    row = (
+        await conn.execute(
+            sa.select(templates.c.content, templates.c.content_digest).where(
+                templates.c.id == template_id, templates.c.version == version
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    refs = codec.image_refs(row.content)
+    found = await conn.execute(
+        sa.select(images.c.sha256, images.c.data).where(images.c.sha256.in_(refs))
+    )
+    return row.content, row.content_digest, {sha: bytes(data) for sha, data in found}
+
+
+async def save_images(conn: AsyncConnection, found: Mapping[str, bytes]) -> None:
+    if not found:
+        return
+    existing = set(
+        await conn.scalars(sa.select(images.c.sha256).where(images.c.sha256.in_(list(found))))
+    )
+    rows = [{"sha256": sha, "data": data} for sha, data in found.items() if sha not in existing]
+    if rows:
+        await conn.execute(images.insert(), rows)
+
+
+async def insert_template(
+    conn: AsyncConnection, encoded: codec.EncodedTemplate, now: datetime
+) -> None:
+    await save_images(conn, encoded.images)
+    await conn.execute(
+        templates.insert().values(
+            id=encoded.data["id"],
+            version=encoded.data["version"],
+            name=encoded.data["name"],
+            stamps_required=encoded.data["stamps_required"],
+            content=encoded.content,
+            content_digest=encoded.content_digest,
+            rules_digest=encoded.rules_digest,
+            published_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def replace_template(
+    conn: AsyncConnection, encoded: codec.EncodedTemplate, now: datetime
+) -> None:
+    await save_images(conn, encoded.images)
+    await conn.execute(
+        templates.update()
+        .where(
+            templates.c.id == encoded.data["id"],
+            templates.c.version == encoded.data["version"],
+        )
+        .values(
+            name=encoded.data["name"],
+            content=encoded.content,
+            content_digest=encoded.content_digest,
+            updated_at=now,
+        )
+    )
+
+
+# -- change tag, journal, outbox, budget --------------------------------------------------
+
+
+async def next_change_tag(conn: AsyncConnection) -> int:
+    """The next pass change tag. Take it LAST in a transaction: on PostgreSQL the counter row
+    stays locked until commit, which orders commits by tag (and a late lock holds it briefly)."""
+    result = await conn.execute(
+        counters.update()
+        .where(counters.c.name == "change_tag")
+        .values(value=counters.c.value + 1)
+        .returning(counters.c.value)
+    )
+    return int(result.scalar_one())
+
+
+async def current_change_tag(conn: AsyncConnection) -> int:
+    value = await conn.scalar(sa.select(counters.c.value).where(counters.c.name == "change_tag"))
+    return int(value or 0)
+
+
+async def insert_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Append journal rows; their sequence ids in order."""
+    if not rows:
+        return []
+    result = await conn.execute(
+        events.insert().returning(events.c.id, sort_by_parameter_order=True), list(rows)
+    )
+    return [int(i) for i in result.scalars()]
+
+
+async def insert_outbox(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await conn.execute(outbox.insert(), list(rows))
+
+
+async def notifications_since(conn: AsyncConnection, serial: str, since: datetime) -> int:
+    count = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(notifications)
+        .where(notifications.c.serial == serial, notifications.c.at > since)
+    )
+    return int(count or 0)
+
+
+async def spend_notification(
+    conn: AsyncConnection, serial: str, now: datetime, reason: str
+) -> None:
+    await conn.execute(notifications.insert().values(serial=serial, at=now, reason=reason))
+
+
+# -- idempotency ----------------------------------------------------------------------------------
+
+
+async def idempotent_result(conn: AsyncConnection, key: str) -> Mapping[Any, Any] | None:
+    row = (await conn.execute(sa.select(idempotency).where(idempotency.c.key == key))).mappings()
+    return row.first()
+
+
+async def save_idempotent_result(
+    conn: AsyncConnection,
+    key: str,
+    *,
+    operation: str,
+    request_digest: str,
+    serial: str | None,
+    result: str,
+    now: datetime,
+) -> None:
+    await conn.execute(
+        idempotency.insert().values(
+            key=key,
+            operation=operation,
+            request_digest=request_digest,
+            serial=serial,
+            result=result,
+            created_at=now,
+        )
+    )
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` with LIKE's wildcards in ``text`` escaped (escape character ``\\``)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def chunks(items: Iterable[str], size: int) -> Iterable[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

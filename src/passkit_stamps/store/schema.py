@@ -1,0 +1,320 @@
+"""The store's tables (SQLAlchemy Core), the schema version, and the ordered upgrade steps.
+
+One schema serves SQLite and PostgreSQL. Times are stored in UTC (SQLite hands them back naive;
+:func:`utc` makes them aware again). The schema version is recorded in ``schema_version``, one row
+per applied step; :func:`upgrade` applies the missing steps in order and refuses a database written
+by a newer library (it could not know what the newer tables mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..errors import StoreError
+
+#: The schema version this library writes. Raise it together with a new step in UPGRADES.
+SCHEMA_VERSION = 1
+
+#: 64-bit ids; SQLite only auto-increments an INTEGER PRIMARY KEY (its rowid), hence the variant.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Time = sa.DateTime(timezone=True)
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", Time, nullable=False),
+)
+
+#: Named counters. ``change_tag`` is the pass change tag: bumped (row-locked) in every transaction
+#: that changes a pass, so tags commit in increasing order and a device never misses an update
+#: (a sequence would hand out numbers that commit out of order).
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+#: Image bytes, content-addressed: template versions share unchanged images.
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+#: One row per published template version. ``content`` is the template as JSON with images
+#: replaced by their sha256 (see :mod:`.codec`); ``rules_digest`` tells a design-only change from
+#: a rules change.
+templates = sa.Table(
+    "templates",
+    metadata,
+    sa.Column("id", sa.String(63), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("stamps_required", sa.Integer, nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("content_digest", sa.String(64), nullable=False),
+    sa.Column("rules_digest", sa.String(64), nullable=False),
+    sa.Column("published_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+holders = sa.Table(
+    "holders",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200)),
+    sa.Column("email", sa.String(320)),
+    sa.Column("phone", sa.String(40)),
+    sa.Column("birthday", sa.Date),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+cards = sa.Table(
+    "cards",
+    metadata,
+    sa.Column("serial", sa.String(64), primary_key=True),
+    sa.Column("template_id", sa.String(63), nullable=False),
+    sa.Column("template_version", sa.Integer, nullable=False),
+    sa.Column("holder_id", BigId, sa.ForeignKey("holders.id"), nullable=False),
+    sa.Column("stamps", sa.Integer, nullable=False),
+    sa.Column("rounds_completed", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("last_stamp_at", Time),
+    sa.Column("expires_at", Time),
+    sa.Column("authentication_token", sa.String(128), nullable=False),
+    sa.Column("message", sa.String(1000)),
+    sa.Column("language", sa.String(16)),
+    # Lower-cased serial, name, email and phone: one column a search scans (or a trigram index
+    # serves on PostgreSQL), kept in step with the holder by the service.
+    sa.Column("search_text", sa.String(700), nullable=False),
+    sa.Column("change_tag", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("deleted_at", Time),
+    sa.ForeignKeyConstraint(
+        ["template_id", "template_version"], ["templates.id", "templates.version"]
+    ),
+    sa.Index("ix_cards_template", "template_id", "template_version"),
+    sa.Index("ix_cards_created", "created_at", "serial"),
+    sa.Index("ix_cards_change_tag", "change_tag"),
+    sa.Index("ix_cards_holder", "holder_id"),
+    sa.Index("ix_cards_search", "search_text"),
+    sa.Index("ix_cards_state", "state"),
+)
+
+vouchers = sa.Table(
+    "vouchers",
+    metadata,
+    sa.Column("serial", sa.String(64), sa.ForeignKey("cards.serial"), primary_key=True),
+    # Codes are unique per card (the engine guarantees it); redeeming looks them up per card.
+    sa.Column("code", sa.String(64), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("description", sa.String(2000), nullable=False),
+    sa.Column("issued_at", Time, nullable=False),
+    sa.Column("redeemed_at", Time),
+    sa.Column("reward_at", sa.Integer),
+)
+
+#: Where a card is saved: web, apple, google (several at once).
+card_platforms = sa.Table(
+    "card_platforms",
+    metadata,
+    sa.Column("serial", sa.String(64), sa.ForeignKey("cards.serial"), primary_key=True),
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("added_at", Time, nullable=False),
+    sa.Index("ix_card_platforms_platform", "platform", "serial"),
+)
+
+#: The journal ("Card Events"). No foreign key to cards: the journal outlives a deleted card.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("serial", sa.String(64), nullable=False),
+    sa.Column("template_id", sa.String(63), nullable=False),
+    sa.Column("template_version", sa.Integer, nullable=False),
+    sa.Column("code", sa.String(200)),
+    sa.Column("stamps", sa.Integer, nullable=False),
+    sa.Column("required", sa.Integer, nullable=False),
+    sa.Column("reward", sa.String(200)),
+    sa.Column("voucher_code", sa.String(64)),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("actor", sa.String(200)),
+    sa.Index("ix_events_serial", "serial", "id"),
+    sa.Index("ix_events_type", "type", "id"),
+    sa.Index("ix_events_template", "template_id", "id"),
+    sa.Index("ix_events_at", "at"),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("device_library_id", sa.String(128), primary_key=True),
+    sa.Column("push_token", sa.String(256), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+registrations = sa.Table(
+    "registrations",
+    metadata,
+    sa.Column(
+        "device_library_id",
+        sa.String(128),
+        sa.ForeignKey("devices.device_library_id"),
+        primary_key=True,
+    ),
+    sa.Column("pass_type_id", sa.String(255), primary_key=True),
+    sa.Column("serial", sa.String(64), sa.ForeignKey("cards.serial"), primary_key=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Index("ix_registrations_serial", "serial"),
+)
+
+google_objects = sa.Table(
+    "google_objects",
+    metadata,
+    sa.Column("serial", sa.String(64), sa.ForeignKey("cards.serial"), primary_key=True),
+    sa.Column("object_id", sa.String(255), nullable=False, unique=True),
+    sa.Column("class_id", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("last_synced", Time),
+)
+
+#: Pending pass updates per card and platform, consumed by the push worker.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("serial", sa.String(64), nullable=False),
+    sa.Column("platform", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("silent", sa.Boolean, nullable=False),
+    sa.Column("change_tag", sa.BigInteger, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_outbox_serial", "serial", "platform"),
+)
+
+#: Notifications spent per card (the budget: default 3 per card per 24 h).
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("serial", sa.String(64), nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Index("ix_notifications_serial_at", "serial", "at"),
+)
+
+#: Results of operations by idempotency key: a replay returns the stored result.
+idempotency = sa.Table(
+    "idempotency",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("operation", sa.String(32), nullable=False),
+    sa.Column("request_digest", sa.String(64), nullable=False),
+    sa.Column("serial", sa.String(64)),
+    sa.Column("result", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """A stored time as aware UTC (SQLite returns naive datetimes)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# -- upgrades -------------------------------------------------------------------------------------
+
+
+def _step_1(conn: Connection) -> None:
+    """The first schema: every table above, and the change-tag counter at 0."""
+    metadata.create_all(conn)
+    conn.execute(counters.insert().values(name="change_tag", value=0))
+    if conn.dialect.name == "postgresql":
+        _postgres_trigram_index(conn)
+
+
+def _postgres_trigram_index(conn: Connection) -> None:
+    """A trigram index makes substring search fast on PostgreSQL, when pg_trgm can be had.
+
+    Optional by design: the extension may be missing or not allowed, and search still works
+    (a sequential scan). The operator class is schema-qualified so any search_path works.
+    """
+    schema = conn.execute(
+        sa.text(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+            "WHERE e.extname = 'pg_trgm'"
+        )
+    ).scalar()
+    if schema is None:
+        available = conn.execute(
+            sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")
+        ).scalar()
+        if not available:
+            return
+        savepoint = conn.begin_nested()
+        try:
+            conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public"))
+            savepoint.commit()
+            schema = "public"
+        except sa.exc.DBAPIError:
+            savepoint.rollback()
+            return
+    conn.execute(
+        sa.text(
+            "CREATE INDEX ix_cards_search_trgm ON cards "
+            f'USING gin (search_text "{schema}".gin_trgm_ops)'
+        )
+    )
+
+
+#: Ordered upgrade steps: (version reached, step). Append only; never edit a released step.
+UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _step_1),)
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version recorded in the database (0 for an empty database)."""
+    if not sa.inspect(conn).has_table("schema_version"):
+        return 0
+    return int(conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0)
+
+
+def upgrade(conn: Connection) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION` inside the caller's transaction.
+
+    Raises StoreError when the database was written by a newer library.
+    """
+    if conn.dialect.name == "postgresql":
+        # Two processes opening a fresh database at once: one upgrades, the other waits.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
+    found = current_version(conn)
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"the database has schema version {found}, newer than this library's "
+            f"{SCHEMA_VERSION}: upgrade passkit-stamps"
+        )
+    for version, step in UPGRADES:
+        if version > found:
+            step(conn)
+            conn.execute(schema_version.insert().values(version=version, applied_at=_now()))
+    return SCHEMA_VERSION
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,167 @@
+"""The Store: one async SQLAlchemy engine on SQLite (embedded default) or PostgreSQL (asyncpg).
+
+Writers are serialised per card: on PostgreSQL with ``SELECT ... FOR UPDATE`` inside the
+transaction (see :mod:`.queries`); on SQLite, which has one writer at a time anyway, with an
+in-process asyncio lock around ``BEGIN IMMEDIATE`` (the write lock is taken at the start, so a
+read-then-write transaction never fails halfway with "database is locked"), plus ``busy_timeout``
+for other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..errors import StoreError
+from . import schema
+
+#: How long a SQLite writer waits for another process's write lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def normalize_url(url: str) -> str:
+    """Map the accepted URL forms to async drivers.
+
+    ``sqlite:///path/file.db`` -> ``sqlite+aiosqlite:///path/file.db``;
+    ``postgresql://user@host:port/db`` (or ``postgres://``) -> ``postgresql+asyncpg://...``.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise StoreError("store URL is empty: use sqlite:///path/file.db or postgresql://...")
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise StoreError(f"not a store URL: {url!r:.80} (use sqlite:///file.db or postgresql://)")
+    mapping = {
+        "sqlite": "sqlite+aiosqlite",
+        "sqlite+aiosqlite": "sqlite+aiosqlite",
+        "postgresql": "postgresql+asyncpg",
+        "postgres": "postgresql+asyncpg",
+        "postgresql+asyncpg": "postgresql+asyncpg",
+    }
+    driver = mapping.get(scheme.lower())
+    if driver is None:
+        raise StoreError(
+            f"unsupported store URL scheme {scheme!r}: use sqlite:///file.db or postgresql://"
+        )
+    return f"{driver}://{rest}"
+
+
+class Store:
+    """An open database. Use :meth:`open`; close with :meth:`close` (or ``async with``)."""
+
+    def __init__(self, engine: AsyncEngine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls, url: str, *, connect_args: Mapping[str, Any] | None = None, pool_size: int = 10
+    ) -> Store:
+        """Open the database at ``url``, creating or upgrading its schema.
+
+        ``connect_args`` go to the driver (e.g. ``{"server_settings": {"search_path": "x"}}``
+        for asyncpg). Raises StoreError for a bad URL, an unreachable server or a database
+        with a newer schema version.
+        """
+        async_url = normalize_url(url)
+        parsed = make_url(async_url)
+        kwargs: dict[str, Any] = {"connect_args": dict(connect_args or {})}
+        if parsed.get_backend_name() == "postgresql":
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+        else:
+            if parsed.database in (None, "", ":memory:"):
+                raise StoreError("SQLite needs a file: sqlite:///path/file.db (not :memory:)")
+            kwargs["connect_args"].setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            engine = create_async_engine(async_url, **kwargs)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise StoreError(f"cannot use store URL {_safe(url)}: {exc}") from None
+        if engine.dialect.name == "sqlite":
+            _configure_sqlite(engine)
+        store = cls(engine, url)
+        try:
+            async with store.write() as conn:
+                await conn.run_sync(schema.upgrade)
+        except StoreError:
+            await engine.dispose()
+            raise
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            await engine.dispose()
+            raise StoreError(f"cannot open store {_safe(url)}: {_first_line(exc)}") from None
+        return store
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: committed when the block ends, rolled back on an exception."""
+        if self.is_sqlite:
+            async with self._write_lock, self.engine.connect() as conn:
+                await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+                async with conn.begin():
+                    yield conn
+        else:
+            async with self.engine.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (a consistent snapshot on SQLite WAL)."""
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    async def schema_version(self) -> int:
+        """The schema version recorded in the database."""
+        async with self.read() as conn:
+            return await conn.run_sync(schema.current_version)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL, busy_timeout, foreign keys; and let us issue BEGIN ourselves (pysqlite's own
+    transaction handling would start transactions late and never IMMEDIATE)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is safe with WAL (no corruption); a power cut may lose the last commits.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+def _safe(url: str) -> str:
+    """A URL for messages: without the password."""
+    try:
+        return make_url(normalize_url(url)).render_as_string(hide_password=True)
+    except (StoreError, sa.exc.ArgumentError):
+        return "(unparsable URL)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
