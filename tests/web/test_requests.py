@@ -127,13 +127,45 @@ def test_http_date_converts_zones_and_naive_is_utc() -> None:
     assert rq.http_date(datetime(2026, 5, 12, 10, 0)) == "Tue, 12 May 2026 10:00:00 GMT"
 
 
+def test_change_second_rounds_up() -> None:
+    exact = datetime(2026, 5, 12, 10, 0, 0, tzinfo=UTC)
+    assert rq.change_second(exact) == exact
+    assert rq.change_second(exact + timedelta(microseconds=1)) == exact + timedelta(seconds=1)
+    assert rq.change_second(exact.replace(tzinfo=None)) == exact
+
+
 def test_not_modified_at_second_precision() -> None:
     changed = datetime(2026, 5, 12, 10, 0, 0, 500_000, tzinfo=UTC)
-    assert rq.not_modified(changed, changed.replace(microsecond=0))
-    assert rq.not_modified(changed, changed + timedelta(days=1))
-    assert not rq.not_modified(changed, changed - timedelta(seconds=1))
+    second = changed.replace(microsecond=0) + timedelta(seconds=1)
+    assert rq.not_modified(changed, second)
+    assert rq.not_modified(changed, second + timedelta(days=1))
+    assert not rq.not_modified(changed, second - timedelta(seconds=1))
     assert not rq.not_modified(changed, None)
-    assert rq.not_modified(changed.replace(tzinfo=None), changed)
+    assert rq.not_modified(changed.replace(tzinfo=None), second)
+
+
+def test_last_modified_is_the_change_second_once_settled() -> None:
+    changed = datetime(2026, 5, 12, 10, 0, 0, 300_000, tzinfo=UTC)
+    later = changed + timedelta(minutes=1)
+    assert rq.last_modified(changed, later) == "Tue, 12 May 2026 10:00:01 GMT"
+    assert rq.not_modified(changed, rq.if_modified_since(rq.last_modified(changed, later)))
+
+
+def test_a_second_change_in_the_same_second_is_never_hidden() -> None:
+    first = datetime(2026, 5, 12, 10, 0, 0, 300_000, tzinfo=UTC)
+    answered = first + timedelta(milliseconds=200)  # the device fetched right after the change
+    header = rq.last_modified(first, answered)
+    since = rq.if_modified_since(header)
+    second_change = first + timedelta(milliseconds=500)  # same wall-clock second
+    assert not rq.not_modified(second_change, since)
+    # And the unchanged pass is fetched again, not wrongly 304'd, until the second settles.
+    assert not rq.not_modified(first, since)
+    settled = rq.if_modified_since(
+        rq.last_modified(first, first + rq.SETTLE + timedelta(seconds=1))
+    )
+    assert rq.not_modified(first, settled)
+    # Any change after a settled answer lands in a later second.
+    assert not rq.not_modified(first + rq.SETTLE + timedelta(seconds=1), settled)
 
 
 # -- bodies -------------------------------------------------------------------------------------

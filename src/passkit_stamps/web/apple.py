@@ -128,11 +128,12 @@ class AppleWebService:
         if not self._known_pass_type(request):
             return _empty(_NOT_FOUND)
         serial = rq.serial_number(request.path_params["serial"])
+        now = datetime.now(UTC)  # before the read: see requests.last_modified
         state = await self._authorized(request, serial)
         if state is None:
             return _empty(_UNAUTHORIZED)
         headers = {
-            "Last-Modified": rq.http_date(state.last_modified),
+            "Last-Modified": rq.last_modified(state.last_modified, now),
             # The device must ask every time; the 304 keeps that cheap.
             "Cache-Control": "no-cache",
         }
@@ -143,7 +144,7 @@ class AppleWebService:
         if found is None:  # deleted between the two reads
             return _empty(_UNAUTHORIZED)
         card, template, last_modified = found
-        headers["Last-Modified"] = rq.http_date(last_modified)
+        headers["Last-Modified"] = rq.last_modified(last_modified, now)
         data = await run_in_threadpool(self.ctx.builder.build, template, card)
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(data))

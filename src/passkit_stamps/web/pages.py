@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,6 +25,9 @@ from .apple import PKPASS_TYPE
 from .cardpage import CardPageLinks, render_card_page
 from .config import IMAGES_PATH
 from .context import WebContext
+
+if TYPE_CHECKING:
+    from ..service import CardDetails
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class CardPages:
             Route("/cards/{serial}/{secret}/pass.pkpass", self.pkpass, methods=["GET"]),
         ]
 
-    async def _card(self, request: Request) -> tuple[Card, CardTemplate] | None:
+    async def _card(self, request: Request) -> CardDetails | None:
         serial = request.path_params["serial"]
         secret = request.path_params["secret"]
         try:
@@ -66,18 +70,17 @@ class CardPages:
         if not rq.page_secret_valid(self.ctx.config.secret_key, serial, secret):
             return None
         try:
-            details = await self.ctx.service.get_card(serial)
+            return await self.ctx.service.get_card(serial)
         except CardNotFoundError:  # unknown or deleted
             return None
-        if Platform.WEB not in details.platforms:
-            await self._record_web(serial)
-        return details.card, details.template
 
     async def page(self, request: Request) -> Response:
-        found = await self._card(request)
-        if found is None:
+        details = await self._card(request)
+        if details is None:
             return _not_found()
-        card, template = found
+        card, template = details.card, details.template
+        if Platform.WEB not in details.platforms:
+            await self._record_web(card.serial)
         root = request.scope.get("root_path", "")
         page_path = root + self.ctx.config.card_page_path(card.serial)
         logo = None
@@ -93,10 +96,10 @@ class CardPages:
         return HTMLResponse(html, headers=_PAGE_HEADERS)
 
     async def pkpass(self, request: Request) -> Response:
-        found = await self._card(request)
-        if found is None:
+        details = await self._card(request)
+        if details is None:
             return _not_found()
-        card, template = found
+        card, template = details.card, details.template
         data = await run_in_threadpool(self.ctx.builder.build, template, card)
         headers = dict(_PAGE_HEADERS)
         headers["Content-Disposition"] = f'attachment; filename="{card.serial}.pkpass"'

@@ -14,7 +14,7 @@ import hmac
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
@@ -111,14 +111,44 @@ def http_date(moment: datetime) -> str:
     return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
 
 
-def not_modified(last_modified: datetime, since: datetime | None) -> bool:
-    """Whether a pass last changed at ``last_modified`` is unchanged for a client holding the
-    version of ``since``. HTTP dates have whole seconds, so compare at that precision."""
+#: How long after a change its Last-Modified second counts as settled (see :func:`last_modified`).
+SETTLE = timedelta(seconds=2)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def change_second(last_modified: datetime) -> datetime:
+    """The whole second that stands for a change: the change time rounded UP, so that every
+    later change has a later second than the one a client was told (HTTP dates have no
+    fractions)."""
+    moment = _aware(last_modified)
+    whole = moment.replace(microsecond=0)
+    return whole + timedelta(seconds=1) if moment.microsecond else whole
+
+
+def last_modified(changed: datetime, now: datetime) -> str:
+    """The ``Last-Modified`` header for a pass whose content last changed at ``changed``,
+    answered at ``now`` (taken before the pass was read).
+
+    Normally :func:`change_second`. While that second has not settled (``now`` is less than
+    :data:`SETTLE` after it), another change could still land in the same second, so the
+    header is one second earlier: the client's next ``If-Modified-Since`` then gets the pass
+    again instead of a 304 that would hide the second change. A device never misses an update.
+    """
+    second = change_second(changed)
+    if _aware(now) < second + SETTLE:
+        second -= timedelta(seconds=1)
+    return http_date(second)
+
+
+def not_modified(changed: datetime, since: datetime | None) -> bool:
+    """Whether a client holding the version of ``since`` (an ``If-Modified-Since`` date) has
+    the content that last changed at ``changed``."""
     if since is None:
         return False
-    if last_modified.tzinfo is None:
-        last_modified = last_modified.replace(tzinfo=UTC)
-    return int(last_modified.timestamp()) <= int(since.timestamp())
+    return _aware(since) >= change_second(changed)
 
 
 # -- bodies -------------------------------------------------------------------------------------

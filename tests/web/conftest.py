@@ -1,0 +1,141 @@
+"""Fixtures for the web app: a store on each backend, the app mounted under /wallet, a client."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from passkit_stamps.devpki import DevPKI
+from passkit_stamps.model import CardTemplate
+from passkit_stamps.service import StampService
+from passkit_stamps.store.store import Store
+from passkit_stamps.web.app import create_app
+from passkit_stamps.web.config import GoogleWebConfig, WebConfig
+
+POSTGRES_URL = os.environ.get("PASSKIT_STAMPS_TEST_POSTGRES_URL")
+PUBLIC_URL = "https://stamps.example.com"
+MOUNT = "/wallet"
+SECRET_KEY = b"web-tests-secret-key-0123456789ab"
+
+
+def _backends() -> list[Any]:
+    postgres = pytest.param(
+        "postgres",
+        marks=pytest.mark.skipif(
+            not POSTGRES_URL,
+            reason="PostgreSQL web tests SKIPPED: set PASSKIT_STAMPS_TEST_POSTGRES_URL",
+        ),
+    )
+    return ["sqlite", postgres]
+
+
+@pytest.fixture(params=_backends())
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store: a SQLite file, or a schema of its own on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        opened = await Store.open(f"sqlite:///{tmp_path / 'web.db'}")
+        try:
+            yield opened
+        finally:
+            await opened.close()
+        return
+    import asyncpg
+
+    assert POSTGRES_URL is not None
+    schema = "web_" + secrets.token_hex(6)
+    raw = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+    admin = await asyncpg.connect(raw)
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        opened = await Store.open(
+            POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}}, pool_size=2
+        )
+        try:
+            yield opened
+        finally:
+            await opened.close()
+    finally:
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.close()
+
+
+class PastClock:
+    """The service's clock: starts 30 days ago and moves an hour per reading, so changes are
+    long settled (the web service's Last-Modified logic) and cool-downs never refuse a stamp."""
+
+    def __init__(self) -> None:
+        self.moment = datetime.now(UTC) - timedelta(days=30)
+
+    def __call__(self) -> datetime:
+        self.moment += timedelta(hours=1)
+        return self.moment
+
+
+@pytest.fixture
+async def service(store: Store, coffee: CardTemplate, salon: CardTemplate) -> StampService:
+    svc = StampService(store, clock=PastClock())
+    await svc.publish_template(coffee)
+    await svc.publish_template(salon)
+    return svc
+
+
+def web_config(**overrides: Any) -> WebConfig:
+    values: dict[str, Any] = {
+        "public_url": PUBLIC_URL,
+        "mount_path": MOUNT,
+        "secret_key": SECRET_KEY,
+    }
+    values.update(overrides)
+    return WebConfig(**values)
+
+
+@dataclass
+class Wallet:
+    """The app under test, mounted at /wallet inside a parent app, and a client for it."""
+
+    app: Starlette
+    parent: Starlette
+    client: httpx.AsyncClient
+    service: StampService
+    config: WebConfig
+    pki: DevPKI
+
+    @property
+    def pass_type(self) -> str:
+        return self.pki.pass_type_identifier
+
+    @property
+    def base(self) -> str:
+        return self.config.web_service_url
+
+    def page_path(self, serial: str) -> str:
+        return MOUNT + self.config.card_page_path(serial)
+
+
+def make_wallet(
+    service: StampService, dev_pki: DevPKI, google: GoogleWebConfig | None = None
+) -> Wallet:
+    config = web_config(google=google)
+    app = create_app(service, dev_pki.credentials(), config)
+    parent = Starlette(routes=[Mount(MOUNT, app=app)])
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=parent), base_url=PUBLIC_URL)
+    return Wallet(app, parent, client, service, config, dev_pki)
+
+
+@pytest.fixture
+async def wallet(service: StampService, dev_pki: DevPKI) -> AsyncIterator[Wallet]:
+    w = make_wallet(service, dev_pki)
+    try:
+        yield w
+    finally:
+        await w.client.aclose()
