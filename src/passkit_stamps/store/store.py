@@ -56,9 +56,13 @@ def normalize_url(url: str) -> str:
 class Store:
     """An open database. Use :meth:`open`; close with :meth:`close` (or ``async with``)."""
 
-    def __init__(self, engine: AsyncEngine, url: str) -> None:
+    def __init__(
+        self, engine: AsyncEngine, url: str, connect_args: Mapping[str, Any] | None = None
+    ) -> None:
         self.engine = engine
         self.url = url
+        #: As given to :meth:`open` (to open the same database again).
+        self.connect_args: dict[str, Any] = dict(connect_args or {})
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.is_postgres = engine.dialect.name == "postgresql"
         self._write_lock = asyncio.Lock()
@@ -88,7 +92,7 @@ class Store:
             raise StoreError(f"cannot use store URL {_safe(url)}: {exc}") from None
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
-        store = cls(engine, url)
+        store = cls(engine, url, connect_args)
         try:
             async with store.write() as conn:
                 await conn.run_sync(schema.upgrade)
