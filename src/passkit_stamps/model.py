@@ -162,7 +162,7 @@ class RewardStep(BaseModel):
 
     model_config = _STRICT
 
-    at: int = Field(ge=1)
+    at: int = Field(ge=1, strict=True)  # strict: TOML `true` or "8" is a mistake, not 1 or 8
     title: Localized = Field(min_length=1)
     description: Localized = ""
 
@@ -196,7 +196,7 @@ class ExpiryRule(BaseModel):
 
     kind: ExpiryKind = ExpiryKind.NONE
     date: datetime | None = None  # for fixed_date (a TOML date or an ISO 8601 date-time)
-    days: int | None = Field(default=None, ge=1, le=36_500)
+    days: int | None = Field(default=None, ge=1, le=36_500, strict=True)
 
     @field_validator("date", mode="before")
     @classmethod
@@ -220,8 +220,8 @@ class Limits(BaseModel):
 
     model_config = _STRICT
 
-    max_stamps_per_visit: int | None = Field(default=None, ge=1)
-    cooldown_minutes: int | None = Field(default=None, ge=1)
+    max_stamps_per_visit: int | None = Field(default=None, ge=1, strict=True)
+    cooldown_minutes: int | None = Field(default=None, ge=1, strict=True)
 
 
 class Link(BaseModel):
@@ -333,11 +333,11 @@ class CardTemplate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     id: str = Field(pattern=_ID)
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, strict=True)
     name: str = Field(min_length=1, max_length=100)
     organization_name: str = Field(min_length=1, max_length=100)
     description: str = Field(min_length=1, max_length=200)
-    stamps_required: int = Field(ge=2, le=30)
+    stamps_required: int = Field(ge=2, le=30, strict=True)
     rewards: tuple[RewardStep, ...] = Field(min_length=1)
     after_last_reward: AfterLastReward = AfterLastReward.CARRY_OVER
     design: Design
@@ -494,7 +494,13 @@ def _read_image(
 
 def _problems_from(exc: ValidationError) -> list[Problem]:
     problems = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors:
+        if err["type"] == "too_short" and any(
+            other["loc"][: len(err["loc"])] == err["loc"] and len(other["loc"]) > len(err["loc"])
+            for other in errors
+        ):
+            continue  # pydantic's echo of an invalid item ("at least 1 item"), not a problem
         place = ""
         for part in err["loc"]:
             if isinstance(part, int):
@@ -517,7 +523,7 @@ def _partial_rule_problems(data: Mapping[str, Any], known: list[Problem]) -> lis
     problem rather than stopping at the first failing field."""
     parts: dict[str, Any] = {}
     adapters: dict[str, Any] = {
-        "stamps_required": TypeAdapter(Annotated[int, Field(ge=2, le=30)]),
+        "stamps_required": TypeAdapter(Annotated[int, Field(ge=2, le=30, strict=True)]),
         "rewards": TypeAdapter(tuple[RewardStep, ...]),
         "texts": TypeAdapter(dict[str, TemplateTexts]),
         "links": TypeAdapter(tuple[Link, ...]),
@@ -530,14 +536,34 @@ def _partial_rule_problems(data: Mapping[str, Any], known: list[Problem]) -> lis
         "links": (),
         "expiry": ExpiryRule(),
     }
+    failed: set[str] = set()
     for name, adapter in adapters.items():
         try:
             parts[name] = adapter.validate_python(data.get(name, defaults[name]))
         except ValidationError:
             parts[name] = defaults[name]
+            failed.add(name)
+    if ("stamps_required" in failed or "stamps_required" not in data) and parts["rewards"]:
+        # Unknown count: judge nothing against an invented default (already reported).
+        parts["stamps_required"] = max(r.at for r in parts["rewards"])
+    raw_texts = data.get("texts")
+    if "texts" in failed and isinstance(raw_texts, Mapping):
+        # Keep every language listed, so rewards and links are not told their languages are
+        # missing; a language whose texts are invalid was already reported field by field.
+        parts["texts"] = {lang: _texts_or_stub(value) for lang, value in raw_texts.items()}
     seen = {str(p) for p in known}
     shell = CardTemplate.model_construct(**parts)
     return [p for p in rule_problems(shell) if str(p) not in seen]
+
+
+def _texts_or_stub(value: Any) -> TemplateTexts:
+    try:
+        return TemplateTexts.model_validate(value)
+    except ValidationError:
+        # Every label present and valid: the stub adds no problem of its own.
+        filled: dict[str, Any] = {key: "-" for key in ("terms", "how_to_earn", *LABEL_KEYS)}
+        filled["progress_change_message"] = "%@"
+        return TemplateTexts.model_construct(**filled)
 
 
 def rule_problems(t: CardTemplate) -> list[Problem]:
