@@ -1,7 +1,486 @@
-"""CLI commands: cards."""
+"""CLI commands for cards and templates in a store: issue, stamp, redeem, list, journal, export.
+
+Every command takes ``--db URL`` (default ``sqlite:///passkit-stamps.db``, or the environment
+variable ``PASSKIT_STAMPS_DB``) and ``--json`` for machine-readable output; people get aligned
+tables. Library errors become one line and a non-zero exit (see ``cli/__init__.py``).
+"""
 
 from __future__ import annotations
 
-import click
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
 
-COMMANDS: list[click.Command] = []
+import click
+from pydantic import ValidationError
+
+from ..engine import EventType
+from ..model import Card, CardState, CardTemplate, Holder
+from ..service import CardDetails, Change, JournalEntry, StampService
+from ..store.store import Store
+
+DEFAULT_DB = "sqlite:///passkit-stamps.db"
+T = TypeVar("T")
+
+
+def _db_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table."
+    )(f)
+    return click.option(
+        "--db",
+        envvar="PASSKIT_STAMPS_DB",
+        default=DEFAULT_DB,
+        show_default=True,
+        metavar="URL",
+        help="Store URL: sqlite:///file.db or postgresql://user@host:port/db "
+        "(env PASSKIT_STAMPS_DB).",
+    )(f)
+
+
+def _run(db: str, action: Callable[[StampService], Awaitable[T]]) -> T:
+    async def main() -> T:
+        store = await Store.open(db)
+        try:
+            return await action(StampService(store))
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows aligned under their headers, one space-padded column each."""
+    cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def _card_json(card: Card) -> dict[str, Any]:
+    # The Apple authentication token is a credential: never printed.
+    return card.model_dump(mode="json", exclude={"authentication_token"})
+
+
+def _entry_json(e: JournalEntry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "type": e.type.value,
+        "at": e.at.isoformat(),
+        "serial": e.serial,
+        "template": f"{e.template_id}@v{e.template_version}",
+        "template_name": e.template_name,
+        "code": e.code,
+        "stamps": e.stamps,
+        "required": e.required,
+        "reward": e.reward,
+        "voucher_code": e.voucher_code,
+        "data": e.data,
+        "actor": e.actor,
+        "holder_name": e.holder_name,
+        "holder_email": e.holder_email,
+    }
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _echo_change(change: Change, as_json: bool) -> None:
+    if as_json:
+        _echo_json(
+            {
+                "card": _card_json(change.card),
+                "events": [_entry_json(e) for e in change.events],
+                "notified": change.notified,
+                "change_tag": change.change_tag,
+                "replayed": change.replayed,
+            }
+        )
+        return
+    card = change.card
+    click.echo(f"card {card.serial}: {card.stamps} stamp(s), {card.state.value}")
+    for e in change.events:
+        extra = f"  {e.reward}" if e.reward else ""
+        code = f"  voucher {e.voucher_code}" if e.voucher_code else ""
+        click.echo(f"  {e.type.value}  {e.stamps}/{e.required}{extra}{code}")
+
+
+def _echo_entries(entries: Sequence[JournalEntry], as_json: bool, total: int | None = None) -> None:
+    if as_json:
+        body: Any = [_entry_json(e) for e in entries]
+        _echo_json(body if total is None else {"total": total, "events": body})
+        return
+    rows = [
+        (
+            e.id,
+            e.type.value,
+            _when(e.at),
+            e.serial,
+            e.code,
+            f"{e.stamps}/{e.required}",
+            e.reward,
+            e.template_name or e.template_id,
+            e.holder_name,
+        )
+        for e in entries
+    ]
+    headers = ("ID", "TYPE", "DATE", "CARD", "CODE", "STAMPS", "REWARD", "TEMPLATE", "USER")
+    click.echo(_table(headers, rows))
+    if total is not None:
+        click.echo(f"{len(entries)} of {total} event(s)")
+
+
+def _echo_details(details: CardDetails, as_json: bool) -> None:
+    card = details.card
+    if as_json:
+        _echo_json(
+            {
+                "card": _card_json(card),
+                "template": details.template_key,
+                "platforms": sorted(p.value for p in details.platforms),
+                "progress": f"{details.progress.stamps}/{details.progress.required}",
+                "percent": details.progress.percent,
+                "current_reward": details.current_reward,
+                "next_reward": details.next_reward,
+                "change_tag": details.change_tag,
+            }
+        )
+        return
+    p = details.progress
+    rows = [
+        ("Card", card.serial),
+        ("Holder", card.holder.name),
+        ("Email", card.holder.email),
+        ("Template", details.template_key),
+        ("Saved in", ", ".join(sorted(x.value for x in details.platforms)) or "-"),
+        ("Created at", _when(card.created_at)),
+        ("Last stamp at", _when(card.last_stamp_at)),
+        ("Progress", f"{p.stamps} / {p.required} • {p.percent}%"),
+        ("Next reward", details.next_reward),
+        ("State", card.state.value),
+    ]
+    for v in card.vouchers:
+        status = f"redeemed {_when(v.redeemed_at)}" if v.redeemed_at else "ready"
+        rows.append(("Voucher", f"{v.code}  {v.title}  ({status})"))
+    click.echo(_table(("FIELD", "VALUE"), rows))
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+@click.command("issue")
+@click.argument("template_id")
+@click.option("--name", required=True, help="The customer's name.")
+@click.option("--email", default=None)
+@click.option("--phone", default=None)
+@click.option("--version", "version", type=int, default=None, help="Template version (latest).")
+@_db_option
+def issue(
+    template_id: str,
+    name: str,
+    email: str | None,
+    phone: str | None,
+    version: int | None,
+    db: str,
+    as_json: bool,
+) -> None:
+    """Issue a new card of TEMPLATE_ID to a customer."""
+    try:
+        holder = Holder(name=name, email=email, phone=phone)
+    except ValidationError as exc:  # say which option, in one line
+        fields = ", ".join(f"--{e['loc'][0]}" for e in exc.errors())
+        raise click.UsageError(f"invalid {fields}") from None
+    change = _run(db, lambda s: s.issue_card(template_id, holder, version=version))
+    _echo_change(change, as_json)
+
+
+@click.command("stamp")
+@click.argument("serial")
+@click.option("--count", "-n", type=int, default=1, show_default=True, help="Stamps to add.")
+@click.option("--code", default=None, help="Event code, e.g. the receipt id.")
+@click.option("--idempotency-key", default=None, help="Retrying with the same key adds nothing.")
+@_db_option
+def stamp(
+    serial: str, count: int, code: str | None, idempotency_key: str | None, db: str, as_json: bool
+) -> None:
+    """Add stamps to a card (one visit)."""
+    change = _run(
+        db, lambda s: s.add_stamps(serial, count, code=code, idempotency_key=idempotency_key)
+    )
+    _echo_change(change, as_json)
+
+
+@click.command("set-stamps")
+@click.argument("serial")
+@click.argument("n", type=int)
+@_db_option
+def set_stamps(serial: str, n: int, db: str, as_json: bool) -> None:
+    """Set a card's stamp count (an adjustment)."""
+    _echo_change(_run(db, lambda s: s.set_stamps(serial, n)), as_json)
+
+
+@click.command("redeem")
+@click.argument("serial")
+@click.argument("code")
+@_db_option
+def redeem(serial: str, code: str, db: str, as_json: bool) -> None:
+    """Redeem the voucher CODE of a card."""
+    _echo_change(_run(db, lambda s: s.redeem_voucher(serial, code)), as_json)
+
+
+@click.command("coupon")
+@click.argument("serial")
+@click.argument("title")
+@click.option("--description", default="", help="What the coupon is for.")
+@_db_option
+def coupon(serial: str, title: str, description: str, db: str, as_json: bool) -> None:
+    """Issue a personal coupon on a card."""
+    _echo_change(
+        _run(db, lambda s: s.issue_coupon(serial, title, description=description)), as_json
+    )
+
+
+@click.command("message")
+@click.argument("serial")
+@click.argument("text")
+@_db_option
+def message(serial: str, text: str, db: str, as_json: bool) -> None:
+    """Send a personal message to a card's holder."""
+    _echo_change(_run(db, lambda s: s.send_message(serial, text)), as_json)
+
+
+@click.command("void")
+@click.argument("serial")
+@_db_option
+def void(serial: str, db: str, as_json: bool) -> None:
+    """Void (invalidate) a card."""
+    _echo_change(_run(db, lambda s: s.void_card(serial)), as_json)
+
+
+@click.command("delete")
+@click.argument("serial")
+@_db_option
+def delete(serial: str, db: str, as_json: bool) -> None:
+    """Delete a card: voided, the holder's data erased, the journal kept."""
+    _echo_change(_run(db, lambda s: s.delete_card(serial)), as_json)
+
+
+@click.command("card")
+@click.argument("serial")
+@_db_option
+def card(serial: str, db: str, as_json: bool) -> None:
+    """Show a card's details."""
+    _echo_details(_run(db, lambda s: s.get_card(serial)), as_json)
+
+
+@click.command("cards")
+@click.option("--search", "-s", default=None, help="Name, email, phone or card number.")
+@click.option("--template", "template_id", default=None, help="Only this template id.")
+@click.option("--state", type=click.Choice([s.value for s in CardState]), default=None)
+@click.option("--platform", type=click.Choice(["web", "apple", "google"]), default=None)
+@click.option("--sort", default="-created_at", show_default=True)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--offset", type=int, default=0, show_default=True)
+@_db_option
+def cards_command(
+    search: str | None,
+    template_id: str | None,
+    state: str | None,
+    platform: str | None,
+    sort: str,
+    limit: int,
+    offset: int,
+    db: str,
+    as_json: bool,
+) -> None:
+    """List issued cards."""
+    page = _run(
+        db,
+        lambda s: s.list_cards(
+            search=search,
+            template_id=template_id,
+            state=state,
+            platform=platform,
+            sort=sort,
+            limit=limit,
+            offset=offset,
+        ),
+    )
+    if as_json:
+        _echo_json(
+            {
+                "total": page.total,
+                "offset": page.offset,
+                "cards": [
+                    {
+                        "serial": c.serial,
+                        "name": c.holder.name,
+                        "email": c.holder.email,
+                        "phone": c.holder.phone,
+                        "template": f"{c.template_id}@v{c.template_version}",
+                        "stamps": c.stamps,
+                        "required": c.required,
+                        "state": c.state.value,
+                        "platforms": sorted(p.value for p in c.platforms),
+                        "vouchers_ready": c.vouchers_ready,
+                        "created_at": c.created_at.isoformat(),
+                        "last_stamp_at": c.last_stamp_at.isoformat() if c.last_stamp_at else None,
+                    }
+                    for c in page.items
+                ],
+            }
+        )
+        return
+    rows = [
+        (
+            c.serial,
+            c.holder.name,
+            c.holder.email,
+            f"{c.stamps}/{c.required}",
+            " ".join(sorted(p.value for p in c.platforms)) or "-",
+            f"{c.template_id}@v{c.template_version}",
+            c.state.value,
+            _when(c.created_at),
+        )
+        for c in page.items
+    ]
+    headers = ("ID", "USER", "EMAIL", "PROGRESS", "PLATFORM", "TEMPLATE", "STATE", "CREATED")
+    click.echo(_table(headers, rows))
+    click.echo(f"{len(page.items)} of {page.total} card(s)")
+
+
+@click.command("history")
+@click.argument("serial")
+@_db_option
+def history(serial: str, db: str, as_json: bool) -> None:
+    """Show a card's events, oldest first."""
+    _echo_entries(_run(db, lambda s: s.card_history(serial)), as_json)
+
+
+@click.command("journal")
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=click.Choice([t.value for t in EventType]),
+    help="Only events of this type (repeatable).",
+)
+@click.option("--template", "template_id", default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--offset", type=int, default=0, show_default=True)
+@_db_option
+def journal(
+    types: tuple[str, ...],
+    template_id: str | None,
+    limit: int,
+    offset: int,
+    db: str,
+    as_json: bool,
+) -> None:
+    """Show the journal of card events, newest first."""
+    page = _run(
+        db,
+        lambda s: s.journal(
+            types=types or None, template_id=template_id, limit=limit, offset=offset
+        ),
+    )
+    _echo_entries(page.items, as_json, total=page.total)
+
+
+@click.command("export-csv")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file (default: standard output).",
+)
+@click.option("--template", "template_id", default=None)
+@_db_option
+def export_csv(output: Path | None, template_id: str | None, db: str, as_json: bool) -> None:
+    """Export the customer data as CSV (streamed: any number of cards)."""
+
+    async def action(service: StampService) -> int:
+        count = 0
+        handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+        try:
+            async for chunk in service.export_csv(template_id=template_id):
+                handle.write(chunk)
+                count += chunk.count("\r\n")
+        finally:
+            if output:
+                handle.close()
+        return max(count - 1, 0)
+
+    rows = _run(db, action)
+    if output:
+        message = {"file": str(output), "cards": rows}
+        click.echo(json.dumps(message) if as_json else f"wrote {rows} card(s) to {output}")
+
+
+@click.group("templates")
+def templates_group() -> None:
+    """Publish and list card templates."""
+
+
+@templates_group.command("publish")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_db_option
+def publish(folder: Path, db: str, as_json: bool) -> None:
+    """Publish the template in FOLDER (template.toml and images)."""
+    template = CardTemplate.load(folder)
+    result = _run(db, lambda s: s.publish_template(template))
+    if as_json:
+        _echo_json(
+            {
+                "template_id": result.template_id,
+                "version": result.version,
+                "status": result.status,
+                "cards_updated": result.cards_updated,
+            }
+        )
+        return
+    note = f" ({result.cards_updated} card(s) updated)" if result.status == "design_updated" else ""
+    click.echo(f"{result.template_id}@v{result.version}: {result.status}{note}")
+
+
+@templates_group.command("list")
+@_db_option
+def list_templates(db: str, as_json: bool) -> None:
+    """List published template versions."""
+    found = _run(db, lambda s: s.list_templates())
+    if as_json:
+        _echo_json([{"id": i, "version": v, "name": n} for i, v, n in found])
+        return
+    click.echo(_table(("ID", "VERSION", "NAME"), found))
+
+
+COMMANDS: list[click.Command] = [
+    issue,
+    stamp,
+    set_stamps,
+    redeem,
+    coupon,
+    message,
+    void,
+    delete,
+    card,
+    cards_command,
+    history,
+    journal,
+    export_csv,
+    templates_group,
+]
