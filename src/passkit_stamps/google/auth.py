@@ -206,7 +206,8 @@ class TokenSource:
             raise GoogleAuthError(f"service account {account.email}: {exc}") from None
         self._margin = refresh_margin
         self._clock = clock
-        self._http = httpx.Client(timeout=timeout)
+        self._timeout = timeout
+        self._http: httpx.Client | None = None  # made on first refresh (creating one costs)
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
@@ -232,6 +233,8 @@ class TokenSource:
         return self._token is not None and self._clock() < self._expires_at - self._margin
 
     def _refresh(self) -> None:
+        if self._http is None:
+            self._http = httpx.Client(timeout=self._timeout)
         try:
             self._credentials.refresh(HttpxRequest(self._http))
         except google_exceptions.RefreshError as exc:
@@ -252,7 +255,8 @@ class TokenSource:
 
     async def aclose(self) -> None:
         """Close the token endpoint's connection pool."""
-        self._http.close()
+        if self._http is not None:
+            self._http.close()
 
 
 def _first(exc: Exception) -> str:
