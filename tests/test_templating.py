@@ -1,0 +1,201 @@
+"""Merchant texts render in jinja2's sandbox: variables work, nothing else is reachable."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from passkit_stamps.errors import PasskitStampsError, TextTemplateError
+from passkit_stamps.model import Card, CardTemplate, Holder, text_context
+from passkit_stamps.templating import MAX_OUTPUT, MAX_SOURCE, check_text_template, render_text
+
+CONTEXT = {"stamps": 3, "required": 8, "remaining": 5, "next_reward": "Free coffee", "items": [1]}
+
+
+def card(template: CardTemplate, stamps: int, name: str | None = "Ada") -> Card:
+    return Card(
+        serial="113772",
+        template_id=template.id,
+        template_version=template.version,
+        holder=Holder(name=name),
+        stamps=stamps,
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
+        authentication_token="t" * 32,
+    )
+
+
+# -- what merchants write -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ stamps }} / {{ required }}", "3 / 8"),
+        ("{{ next_reward }} in {{ remaining }}", "Free coffee in 5"),
+        ("{{ 'stamp' if remaining == 1 else 'stamps' }}", "stamps"),
+        (
+            "{% if stamps >= required %}Done{% else %}{{ required - stamps }} to go{% endif %}",
+            "5 to go",
+        ),
+        ("{{ next_reward | upper }}", "FREE COFFEE"),
+        ("{{ (100 * stamps / required) | round | int }}%", "38%"),
+        ("{{ 2 ** 10 }}", "1024"),
+        ("{{ '-' * 10 }}", "----------"),
+        ("{{ nothing | default('none') }}", "none"),
+    ],
+)
+def test_variables_and_expressions_render(source: str, expected: str) -> None:
+    assert render_text(source, CONTEXT) == expected
+
+
+def test_plain_text_is_returned_untouched() -> None:
+    text = "Show this card at the till."
+    assert render_text(text, {}) is text
+
+
+def test_sample_texts_render_with_a_cards_context(
+    coffee: CardTemplate, salon: CardTemplate
+) -> None:
+    ctx = text_context(coffee, card(coffee, 7))
+    assert render_text(coffee.label("next_reward_value"), ctx) == "Free coffee in 1 stamp"
+    assert render_text(coffee.label("progress_value"), ctx) == "7 / 8"
+    ctx_de = text_context(salon, card(salon, 3), "de")
+    assert render_text(salon.label("next_reward_value", "de"), ctx_de) == "Gratis Haarkur in 2"
+    assert render_text(salon.label("progress_value", "de"), ctx_de) == "3 von 10"
+
+
+# -- what the sandbox refuses -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ ().__class__.__base__.__subclasses__() }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ joiner.__init__.__globals__.os }}",
+        "{{ namespace.__init__.__globals__ }}",
+        "{{ lipsum.__globals__['os'] }}",
+        "{{ self._TemplateReference__context }}",
+        "{{ self.__init__.__globals__ }}",
+        "{{ stamps.__class__ }}",
+        "{{ next_reward|attr('__class__') }}",
+        "{{ '{0.__class__}'.format(stamps) }}",
+        "{{ dict.mro() }}",
+        "{{ items.append(2) }}",
+        "{{ items.pop() }}",
+        "{{ config }}",
+        "{{ request.environ }}",
+    ],
+)
+def test_python_internals_are_out_of_reach(source: str) -> None:
+    with pytest.raises(TextTemplateError):
+        render_text(source, CONTEXT)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% include '/etc/passwd' %}",
+        "{% include 'template.toml' %}",
+        "{% import '/etc/passwd' as p %}{{ p }}",
+        "{% from '/etc/hosts' import x %}{{ x }}",
+        "{% extends '/etc/passwd' %}",
+    ],
+)
+def test_no_file_system(source: str) -> None:
+    with pytest.raises(TextTemplateError):
+        render_text(source, CONTEXT)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 'a' * 100000000 }}",
+        "{{ 100000000 * 'a' }}",
+        "{{ [1] * 100000000 }}",
+        "{{ (next_reward ~ next_reward) * 1000 }}",
+        "{{ 9 ** 999999 }}",
+        "{{ 9 ** -999999 }}",
+        "{{ range(100000000) | list | length }}",
+    ],
+)
+def test_resource_exhaustion_is_refused(source: str) -> None:
+    with pytest.raises(TextTemplateError, match=r"sandbox|too big|too large"):
+        render_text(source, CONTEXT)
+
+
+@pytest.mark.parametrize("source", ["{{ missing }}", "{{ missing.attr }}", "{{ stamps.nope }}"])
+def test_undefined_variables_raise(source: str) -> None:
+    with pytest.raises(TextTemplateError, match=r"undefined|has no attribute"):
+        render_text(source, CONTEXT)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in range(3000) %}x{% endfor %}",
+        "{{ 'a' * 1500 }}{{ 'b' * 1500 }}",
+        "{% for i in range(99999) %}{{ next_reward }}{% endfor %}",
+    ],
+)
+def test_long_output_is_refused(source: str) -> None:
+    with pytest.raises(TextTemplateError, match=f"longer than {MAX_OUTPUT}"):
+        render_text(source, CONTEXT)
+
+
+def test_output_at_the_limit_is_fine() -> None:
+    assert len(render_text(f"{{{{ 'a' * {MAX_OUTPUT} }}}}", {})) == MAX_OUTPUT
+
+
+def test_long_source_is_refused() -> None:
+    source = "{{ stamps }}" + "x" * MAX_SOURCE
+    with pytest.raises(TextTemplateError, match=f"longer than {MAX_SOURCE}"):
+        render_text(source, CONTEXT)
+    assert check_text_template(source) is not None
+
+
+def test_runtime_errors_become_text_template_errors() -> None:
+    for source in ("{{ 1 / 0 }}", "{{ 'a' + 1 }}", "{{ 10 // (stamps - 3) }}"):
+        with pytest.raises(TextTemplateError):
+            render_text(source, CONTEXT)
+
+
+def test_syntax_errors_are_reported_by_check_and_render() -> None:
+    assert check_text_template("{{ stamps }}") is None
+    reason = check_text_template("{{ stamps ")
+    assert reason is not None and "syntax error" in reason
+    with pytest.raises(TextTemplateError, match="syntax error"):
+        render_text("{% if %}", CONTEXT)
+
+
+def test_errors_belong_to_the_library_hierarchy() -> None:
+    assert issubclass(TextTemplateError, PasskitStampsError)
+
+
+# -- known gaps ---------------------------------------------------------------------------------
+# Bounds are checked on `*` and `**` results of sequences and on the final output only. These
+# cases build large intermediate values the output check sees too late; the sizes here are kept
+# small so the tests stay fast, but the same shapes with more steps exhaust memory or CPU.
+
+
+@pytest.mark.xfail(strict=True, reason="`~` concatenation is not bounded before the output")
+def test_concatenation_doubling_is_refused() -> None:
+    source = "{% set a = 'a' * 1000 %}" + "{% set a = a ~ a %}" * 10 + "{{ a | length }}"
+    with pytest.raises(TextTemplateError):
+        render_text(source, {})
+
+
+@pytest.mark.xfail(strict=True, reason="integer products are not bounded")
+def test_integer_squaring_is_refused() -> None:
+    source = "{% set a = 9 ** 64 %}" + "{% set a = a * a %}" * 8 + "{{ a > 1 }}"
+    with pytest.raises(TextTemplateError):
+        render_text(source, {})
+
+
+@pytest.mark.xfail(strict=True, reason="printf-style widths are not bounded")
+def test_format_width_is_refused() -> None:
+    with pytest.raises(TextTemplateError):
+        render_text("{{ ('%99999d' % 1) | length }}", {})
