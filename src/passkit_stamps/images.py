@@ -178,7 +178,7 @@ def grid_layout(slots: int, width: int, height: int) -> GridLayout:
     """Place ``slots`` stamps in ``width`` x ``height`` inside safe margins.
 
     The row count (1 to 3) is the one giving the largest stamps, fewer rows on a tie: on Apple's
-    and Google's 3:1 pictures that is one row up to 6 stamps, two rows up to 18-20 and three for
+    and Google's 3:1 pictures that is one row up to 6 stamps, two rows up to 20 and three for
     more. Rows hold ceil(slots / rows) stamps; a shorter last row is centred."""
     mx, my = width * _MARGIN_X, height * _MARGIN_Y
     inner_w, inner_h = width - 2 * mx, height - 2 * my
