@@ -368,10 +368,16 @@ class StampService:
             return [(r.id, r.version, r.name) for r in rows]
 
     async def _template(
-        self, conn: AsyncConnection, template_id: str, version: int
+        self,
+        conn: AsyncConnection,
+        template_id: str,
+        version: int,
+        digest: str | None = None,
     ) -> CardTemplate:
         # Templates are cached by content digest: a design update replaces the cached copy.
-        digest = await q.template_digest(conn, template_id, version)
+        # ``digest``: already read with the card (saves a round trip).
+        if digest is None:
+            digest = await q.template_digest(conn, template_id, version)
         if digest is None:
             raise TemplateNotFoundError(f"no template {template_id}@v{version} was published")
         cached = self._templates.get((template_id, version))
@@ -701,7 +707,9 @@ class StampService:
             if stored is None or stored.deleted_at is not None:
                 raise CardNotFoundError(f"no card {serial}")
             card = stored.card
-            template = await self._template(conn, card.template_id, card.template_version)
+            template = await self._template(
+                conn, card.template_id, card.template_version, stored.template_digest
+            )
             now = self._now()
             expiry = engine.expire_if_due(template, card, now=now)
             try:
@@ -761,8 +769,11 @@ class StampService:
         entries = _entries(evs, ids, template, actor, card.holder)
         if card == stored.card and deleted_at is None:
             return Change(card, entries, notified=False, change_tag=stored.change_tag)
-        found = await q.platforms(conn, [card.serial])
-        wallets = sorted(found.get(card.serial, set()) & set(WALLETS))
+        if stored.platforms is not None:
+            saved = set(stored.platforms)
+        else:
+            saved = (await q.platforms(conn, [card.serial])).get(card.serial, set())
+        wallets = sorted(saved & set(WALLETS))
         notified = False
         if notify and wallets and self.notification_budget > 0:
             spent = await q.notifications_since(conn, card.serial, now - BUDGET_WINDOW)

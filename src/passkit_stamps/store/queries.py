@@ -6,6 +6,7 @@ composes several of them into one atomic unit.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,9 +45,14 @@ class StoredCard:
     change_tag: int
     updated_at: datetime
     deleted_at: datetime | None
+    #: Where the card is saved and its template's content digest (read by :func:`load_card`).
+    platforms: frozenset[str] | None = None
+    template_digest: str | None = None
 
 
+PLATFORMS = ("web", "apple", "google")
 _CARD_COLUMNS = (*cards.c, holders.c.name, holders.c.email, holders.c.phone, holders.c.birthday)
+_VOUCHER_KEYS = ("code", "kind", "title", "description", "issued_at", "redeemed_at", "reward_at")
 
 
 def _card_select() -> sa.Select[Any]:
@@ -56,16 +62,49 @@ def _card_select() -> sa.Select[Any]:
 async def load_card(
     conn: AsyncConnection, serial: str, *, for_update: bool = False
 ) -> StoredCard | None:
-    """The card with this serial (deleted ones included), locking its row when ``for_update``
-    (PostgreSQL: other writers of this card wait until this transaction ends)."""
-    query = _card_select().where(cards.c.serial == serial)
+    """The card with this serial (deleted ones included), its vouchers, platforms and template
+    digest in ONE query (each statement is a round trip), locking the card row when
+    ``for_update`` (PostgreSQL: other writers of this card wait until this transaction ends)."""
+    flags = [
+        sa.exists()
+        .where(card_platforms.c.serial == cards.c.serial, card_platforms.c.platform == p)
+        .label(f"on_{p}")
+        for p in PLATFORMS
+    ]
+    query = (
+        sa.select(
+            *_CARD_COLUMNS,
+            templates.c.content_digest.label("template_digest"),
+            *flags,
+            *(vouchers.c[k].label(f"v_{k}") for k in _VOUCHER_KEYS),
+        )
+        .join(holders, holders.c.id == cards.c.holder_id)
+        .join(
+            templates,
+            sa.and_(
+                templates.c.id == cards.c.template_id,
+                templates.c.version == cards.c.template_version,
+            ),
+        )
+        .outerjoin(vouchers, vouchers.c.serial == cards.c.serial)
+        .where(cards.c.serial == serial)
+        .order_by(vouchers.c.position)
+    )
     if for_update and conn.dialect.name == "postgresql":
         query = query.with_for_update(of=cards)
-    row = (await conn.execute(query)).mappings().first()
-    if row is None:
+    rows = list((await conn.execute(query)).mappings())
+    if not rows:
         return None
-    found = await load_vouchers(conn, [serial])
-    return _stored(row, found.get(serial, ()))
+    found = tuple(
+        codec.decode_voucher({k: r[f"v_{k}"] for k in _VOUCHER_KEYS})
+        for r in rows
+        if r["v_code"] is not None
+    )
+    return dataclasses.replace(
+        _stored(rows[0], found),
+        platforms=frozenset(p for p in PLATFORMS if rows[0][f"on_{p}"]),
+        template_digest=rows[0]["template_digest"],
+    )
 
 
 def _stored(row: Mapping[Any, Any], card_vouchers: tuple[Voucher, ...]) -> StoredCard:

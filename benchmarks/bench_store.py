@@ -1,0 +1,263 @@
+"""Store benchmark: add_stamps throughput, search latency over 100,000 cards, export memory.
+
+    .venv/bin/python benchmarks/bench_store.py [--cards 100000] [--postgres URL]
+
+Runs on SQLite (a temporary file) and on PostgreSQL (``--postgres``, else
+``PASSKIT_STAMPS_TEST_POSTGRES_URL``, else postgresql://postgres@127.0.0.1:5432/test; a schema of
+its own, dropped afterwards; the rows are skipped with a message when the server does not answer).
+Targets: >= 500 add_stamps/s on SQLite, search p99 < 50 ms, export memory flat (10k vs 100k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import secrets
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from passkit_stamps.engine import new_serial, new_token  # noqa: E402
+from passkit_stamps.model import CardTemplate  # noqa: E402
+from passkit_stamps.service import StampService  # noqa: E402
+from passkit_stamps.store.schema import cards, holders  # noqa: E402
+from passkit_stamps.store.store import Store  # noqa: E402
+
+FIRST = ["Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"]
+LAST = ["Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson"]
+Row = tuple[str, str, str]
+
+
+def templates() -> tuple[CardTemplate, CardTemplate]:
+    """A no-limits program (30 stamps) and a second one for the 10% export slice."""
+    base = CardTemplate.load(ROOT / "templates" / "coffee").model_dump()
+    base.update(limits={}, expiry={"kind": "none"}, stamps_required=30)
+    base["rewards"] = [{"at": 30, "title": "Free coffee"}]
+    big = CardTemplate.model_validate({**base, "id": "bench"})
+    small = CardTemplate.model_validate({**base, "id": "bench-small"})
+    return big, small
+
+
+@asynccontextmanager
+async def open_store(kind: str, pg_url: str) -> AsyncIterator[Store]:
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            store = await Store.open(f"sqlite:///{Path(folder) / 'bench.db'}")
+            try:
+                yield store
+            finally:
+                await store.close()
+        return
+    import asyncpg
+
+    schema = "pks_bench_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        store = await Store.open(
+            pg_url,
+            connect_args={"server_settings": {"search_path": f"{schema},public"}},
+            pool_size=20,
+        )
+        try:
+            yield store
+        finally:
+            await store.close()
+    finally:
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.close()
+
+
+async def postgres_answers(url: str) -> str | None:
+    """None when the server answers, else why not."""
+    try:
+        import asyncpg
+
+        conn = await asyncio.wait_for(
+            asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://")), 5
+        )
+        await conn.close()
+        return None
+    except Exception as exc:  # any failure means: skip the PostgreSQL rows
+        return f"{type(exc).__name__}: {exc}"
+
+
+async def bench_stamps(service: StampService, results: list[Row], kind: str) -> None:
+    sequential = 1000
+    serial = (await service.issue_card("bench")).card.serial
+    t0 = time.perf_counter()
+    for _ in range(sequential):
+        await service.add_stamps(serial)
+    rate = sequential / (time.perf_counter() - t0)
+    results.append((kind, "add_stamps sequential (1 card)", f"{rate:,.0f} tx/s"))
+
+    serial = (await service.issue_card("bench")).card.serial
+    per_task = 20
+
+    async def worker() -> None:
+        for _ in range(per_task):
+            await service.add_stamps(serial)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(50)))
+    rate = 50 * per_task / (time.perf_counter() - t0)
+    card = (await service.get_card(serial)).card
+    total = card.rounds_completed * 30 + card.stamps - (30 if card.stamps == 30 else 0)
+    check = "ok" if total == 50 * per_task else f"LOST: {total}"
+    results.append((kind, "add_stamps 50 concurrent (1 card)", f"{rate:,.0f} tx/s ({check})"))
+
+
+async def bulk_load(store: Store, n: int) -> list[tuple[str, str]]:
+    """n cards (10% on bench-small) with holders, by executemany; (name, email) samples."""
+    rng = random.Random(7)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    samples: list[tuple[str, str]] = []
+    batch = 5000
+    for start in range(0, n, batch):
+        hrows: list[dict[str, Any]] = []
+        crows: list[dict[str, Any]] = []
+        for i in range(start, min(start + batch, n)):
+            name = f"{rng.choice(FIRST)} {rng.choice(LAST)} {i}"
+            email = f"{name.split()[0].lower()}.{i}@example.com"
+            serial = new_serial()
+            created = now + timedelta(seconds=i)
+            hrows.append({"id": i + 1_000_000, "name": name, "email": email, "created_at": created})
+            crows.append(
+                {
+                    "serial": serial,
+                    "template_id": "bench-small" if i % 10 == 0 else "bench",
+                    "template_version": 1,
+                    "holder_id": i + 1_000_000,
+                    "stamps": rng.randrange(0, 30),
+                    "rounds_completed": 0,
+                    "state": "active",
+                    "created_at": created,
+                    "authentication_token": new_token(),
+                    "search_text": f"{serial} {name} {email}".lower(),
+                    "change_tag": 0,
+                    "updated_at": created,
+                }
+            )
+            if i % 500 == 0:
+                samples.append((name, email))
+        async with store.write() as conn:
+            await conn.execute(holders.insert(), hrows)
+            await conn.execute(cards.insert(), crows)
+    if store.is_postgres:
+        async with store.write() as conn:
+            await conn.exec_driver_sql("ANALYZE")
+    return samples
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def bench_search(
+    service: StampService, samples: list[tuple[str, str]], results: list[Row], kind: str, n: int
+) -> None:
+    rng = random.Random(11)
+    queries: list[tuple[str, str]] = []
+    for name, email in samples:
+        queries.append(("name prefix", name.split()[0][:3]))
+        queries.append(("name substring", name.split()[1][1:5].lower()))
+        queries.append(("email", email))
+    rng.shuffle(queries)
+    await service.list_cards(search="warm-up")
+    timings: dict[str, list[float]] = {}
+    for label, text in queries[:300]:
+        t0 = time.perf_counter()
+        await service.list_cards(search=text, limit=50)
+        timings.setdefault(label, []).append((time.perf_counter() - t0) * 1000)
+        timings.setdefault("all", []).append((time.perf_counter() - t0) * 1000)
+    for label, values in timings.items():
+        results.append(
+            (
+                kind,
+                f"list_cards search ({label}), {n:,} cards",
+                f"p50 {percentile(values, 50):.1f} ms, p99 {percentile(values, 99):.1f} ms",
+            )
+        )
+    t0 = time.perf_counter()
+    await service.list_cards(limit=50, offset=n // 2, sort="created_at")
+    results.append(
+        (kind, "list_cards page at offset n/2", f"{(time.perf_counter() - t0) * 1000:.1f} ms")
+    )
+
+
+async def bench_export(service: StampService, results: list[Row], kind: str, n: int) -> None:
+    for label, template_id in ((f"{n // 10:,} cards", "bench-small"), (f"{n:,} cards", None)):
+        tracemalloc.start()
+        rows = 0
+        t0 = time.perf_counter()
+        async for chunk in service.export_csv(template_id=template_id):
+            rows += chunk.count("\r\n")
+        elapsed = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        results.append(
+            (
+                kind,
+                f"export_csv {label}",
+                f"peak {peak / 1e6:.1f} MB, {rows - 1:,} rows in {elapsed:.1f} s",
+            )
+        )
+
+
+async def run_backend(kind: str, pg_url: str, n: int, results: list[Row]) -> None:
+    big, small = templates()
+    async with open_store(kind, pg_url) as store:
+        service = StampService(store)
+        await service.publish_template(big)
+        await service.publish_template(small)
+        await bench_stamps(service, results, kind)
+        t0 = time.perf_counter()
+        samples = await bulk_load(store, n)
+        results.append((kind, f"bulk load {n:,} cards", f"{time.perf_counter() - t0:.1f} s"))
+        await bench_search(service, samples, results, kind, n)
+        await bench_export(service, results, kind, n)
+
+
+def print_table(rows: list[Row]) -> None:
+    headers = ("backend", "measure", "result")
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(3)]
+    line = "  ".join("-" * w for w in widths)
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print(line)
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cards", type=int, default=100_000)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("PASSKIT_STAMPS_TEST_POSTGRES_URL")
+        or "postgresql://postgres@127.0.0.1:5432/test",
+    )
+    args = parser.parse_args()
+    results: list[Row] = []
+    await run_backend("sqlite", "", args.cards, results)
+    reason = await postgres_answers(args.postgres)
+    if reason is None:
+        await run_backend("postgresql", args.postgres, args.cards, results)
+    else:
+        print(f"PostgreSQL rows SKIPPED: {args.postgres} does not answer ({reason})")
+    print_table(results)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
