@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from walletfixtures import *  # noqa: F403  (the pytest fixtures)
 from walletfixtures import ISSUER, make_card
 
 from passkit_stamps.errors import GoogleConfigError
@@ -17,6 +18,7 @@ from passkit_stamps.google.builders import (
     patch_body,
     skinny_object,
 )
+from passkit_stamps.google.ids import escape
 from passkit_stamps.images import image_name
 from passkit_stamps.model import CardState, CardTemplate, text_context
 from passkit_stamps.templating import render_text
@@ -37,7 +39,7 @@ def translations(value: dict) -> dict[str, str]:  # type: ignore[type-arg]
 
 def test_class_core_fields(template: CardTemplate, settings: GoogleSettings) -> None:
     cls = build_loyalty_class(template, settings)
-    assert cls["id"] == f"{ISSUER}.{template.id}"
+    assert cls["id"] == f"{ISSUER}.{escape(template.id)}"
     assert cls["issuerName"] == template.organization_name
     assert cls["programName"] == template.name
     assert cls["reviewStatus"] == "UNDER_REVIEW"
@@ -124,7 +126,7 @@ def test_object_points_barcode_and_ids(template: CardTemplate, settings: GoogleS
     card = make_card(template, 3, vouchers=3, redeemed=1, serial="A-77")
     obj = build_loyalty_object(template, card, settings)
     assert obj["id"] == f"{ISSUER}.A-77"
-    assert obj["classId"] == f"{ISSUER}.{template.id}"
+    assert obj["classId"] == f"{ISSUER}.{escape(template.id)}"
     assert obj["loyaltyPoints"]["balance"] == {"string": f"3/{template.stamps_required}"}
     assert obj["loyaltyPoints"]["label"] == template.label("progress_label")
     assert obj["secondaryLoyaltyPoints"]["balance"] == {"int": 2}

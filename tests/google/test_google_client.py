@@ -13,6 +13,7 @@ import httpx
 import pytest
 import respx
 from cryptography.hazmat.primitives.asymmetric import rsa
+from walletfixtures import *  # noqa: F403  (the pytest fixtures)
 from walletfixtures import service_account_info
 
 from passkit_stamps.errors import (

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from schema import assert_valid, json_schema, referenced_modules, validation_errors
+from walletfixtures import *  # noqa: F403  (the pytest fixtures)
 from walletfixtures import ISSUER, NOW, make_card
 
 from passkit_stamps.google.builders import (

@@ -11,6 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from walletfixtures import *  # noqa: F403  (the pytest fixtures)
 from walletfixtures import make_card
 
 from passkit_stamps.errors import GoogleAuthError, GoogleConfigError

@@ -1,19 +1,26 @@
-"""Helpers shared by the Google tests: sample templates, cards, keys (no pytest fixtures here;
-the module name is unique because tests/google is not a package: a package named ``google``
-would shadow google-auth)."""
+"""Fixtures and helpers for the Google tests: sample templates, cards, keys.
+
+There is deliberately no ``conftest.py`` here and no ``__init__.py``: a package named ``google``
+would shadow google-auth, and a second top-level ``conftest`` module would replace the root one
+that other test packages import. Test modules take the fixtures with
+``from walletfixtures import *``.
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from PIL import Image
 
+from passkit_stamps.google.builders import GoogleSettings
 from passkit_stamps.model import (
     Card,
     CardState,
@@ -22,6 +29,19 @@ from passkit_stamps.model import (
     Voucher,
     VoucherKind,
 )
+
+#: What ``from walletfixtures import *`` gives a test module: the fixtures. Pytest finds them
+#: by their ``name=``; the ``_fixture`` attribute names keep them from clashing with test
+#: parameters of the same name.
+__all__ = [
+    "coffee_t_fixture",
+    "rsa_key_fixture",
+    "sa_file_fixture",
+    "sa_info_fixture",
+    "salon_t_fixture",
+    "settings_fixture",
+    "template_fixture",
+]
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -98,12 +118,54 @@ def studio_template() -> CardTemplate:
     )
 
 
-def sample_template(name: str, fallback: Callable[[], CardTemplate]) -> CardTemplate:
-    # The repository's sample templates when they exist, else an equivalent built here.
-    folder = TEMPLATES / name
-    if (folder / "template.toml").exists():
-        return CardTemplate.load(folder)
-    return fallback()
+TEMPLATE_MAKERS: dict[str, Callable[[], CardTemplate]] = {
+    "coffee": lambda: CardTemplate.load(TEMPLATES / "coffee"),
+    "salon": lambda: CardTemplate.load(TEMPLATES / "salon"),
+    # Built here: an id with "_" (escaped in the class id), PDF417, expiry, German second.
+    "espresso": espresso_template,
+    "studio": studio_template,
+}
+
+
+@pytest.fixture(scope="session", name="coffee_t")
+def coffee_t_fixture() -> CardTemplate:
+    return TEMPLATE_MAKERS["coffee"]()
+
+
+@pytest.fixture(scope="session", name="salon_t")
+def salon_t_fixture() -> CardTemplate:
+    return TEMPLATE_MAKERS["salon"]()
+
+
+@pytest.fixture(scope="session", params=list(TEMPLATE_MAKERS), name="template")
+def template_fixture(request: pytest.FixtureRequest) -> CardTemplate:
+    return TEMPLATE_MAKERS[request.param]()
+
+
+@pytest.fixture(scope="session", name="settings")
+def settings_fixture() -> GoogleSettings:
+    return GoogleSettings(
+        issuer_id=ISSUER,
+        image_base_url="https://img.example/cards/",
+        callback_url="https://stamps.example/google/callback",
+    )
+
+
+@pytest.fixture(scope="session", name="rsa_key")
+def rsa_key_fixture() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="session", name="sa_info")
+def sa_info_fixture(rsa_key: rsa.RSAPrivateKey) -> dict[str, str]:
+    return service_account_info(rsa_key)
+
+
+@pytest.fixture(name="sa_file")
+def sa_file_fixture(tmp_path: Path, sa_info: dict[str, str]) -> Path:
+    path = tmp_path / "service-account.json"
+    path.write_text(json.dumps(sa_info))
+    return path
 
 
 def make_card(
