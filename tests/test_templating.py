@@ -40,7 +40,6 @@ def card(template: CardTemplate, stamps: int, name: str | None = "Ada") -> Card:
         ),
         ("{{ next_reward | upper }}", "FREE COFFEE"),
         ("{{ (100 * stamps / required) | round | int }}%", "38%"),
-        ("{{ 2 ** 10 }}", "1024"),
         ("{{ '-' * 10 }}", "----------"),
         ("{{ nothing | default('none') }}", "none"),
     ],
@@ -123,22 +122,21 @@ def test_no_file_system(source: str) -> None:
     ],
 )
 def test_resource_exhaustion_is_refused(source: str) -> None:
-    with pytest.raises(TextTemplateError, match=r"sandbox|too big|too large"):
+    with pytest.raises(TextTemplateError, match=r"sandbox|too large|may not use|not allowed"):
         render_text(source, CONTEXT)
 
 
 @pytest.mark.parametrize("source", ["{{ missing }}", "{{ missing.attr }}", "{{ stamps.nope }}"])
 def test_undefined_variables_raise(source: str) -> None:
-    with pytest.raises(TextTemplateError, match=r"undefined|has no attribute"):
+    with pytest.raises(TextTemplateError, match=r"undefined|may not use getattr"):
         render_text(source, CONTEXT)
 
 
 @pytest.mark.parametrize(
     "source",
     [
-        "{% for i in range(3000) %}x{% endfor %}",
         "{{ 'a' * 1500 }}{{ 'b' * 1500 }}",
-        "{% for i in range(99999) %}{{ next_reward }}{% endfor %}",
+        "{{ next_reward ~ (next_reward * 150) ~ (next_reward * 150) }}",
     ],
 )
 def test_long_output_is_refused(source: str) -> None:
@@ -181,21 +179,54 @@ def test_errors_belong_to_the_library_hierarchy() -> None:
 # small so the tests stay fast, but the same shapes with more steps exhaust memory or CPU.
 
 
-@pytest.mark.xfail(strict=True, reason="`~` concatenation is not bounded before the output")
 def test_concatenation_doubling_is_refused() -> None:
     source = "{% set a = 'a' * 1000 %}" + "{% set a = a ~ a %}" * 10 + "{{ a | length }}"
     with pytest.raises(TextTemplateError):
         render_text(source, {})
 
 
-@pytest.mark.xfail(strict=True, reason="integer products are not bounded")
 def test_integer_squaring_is_refused() -> None:
     source = "{% set a = 9 ** 64 %}" + "{% set a = a * a %}" * 8 + "{{ a > 1 }}"
     with pytest.raises(TextTemplateError):
         render_text(source, {})
 
 
-@pytest.mark.xfail(strict=True, reason="printf-style widths are not bounded")
 def test_format_width_is_refused() -> None:
     with pytest.raises(TextTemplateError):
         render_text("{{ ('%99999d' % 1) | length }}", {})
+
+
+@pytest.mark.parametrize(
+    ("source", "refused"),
+    [
+        ("{% set a = 1 %}{{ a }}", "assign"),
+        ("{% for i in range(3) %}{{ i }}{% endfor %}", "for"),
+        ("{{ holder_name.upper() }}", "call"),
+        ("{{ holder_name.__class__ }}", "getattr"),
+        ("{{ holder_name[0] }}", "getitem"),
+        ("{{ 2 ** 8 }}", "pow"),
+        ("{{ 7 % 2 }}", "mod"),
+        ("{% macro m() %}x{% endmacro %}", "macro"),
+        ("{{ holder_name | format(1) }}", "'format' is not allowed"),
+        ("{{ holder_name | center(99999) }}", "'center' is not allowed"),
+    ],
+)
+def test_only_substitution_syntax_is_accepted(source: str, refused: str) -> None:
+    with pytest.raises(TextTemplateError, match=refused):
+        render_text(source, {"holder_name": "Ada"})
+
+
+def test_allowed_syntax_renders() -> None:
+    source = (
+        "{% if remaining == 1 %}One more{% else %}{{ remaining }} more{% endif %}"
+        " for {{ next_reward | upper }} ({{ stamps * 100 // required }}%)"
+        "{{ ' - ' ~ holder_name if holder_name is defined else '' }}"
+    )
+    context = {"remaining": 3, "next_reward": "coffee", "stamps": 5, "required": 8,
+               "holder_name": "Ada"}  # fmt: skip
+    assert render_text(source, context) == "3 more for COFFEE (62%) - Ada"
+
+
+def test_large_integer_products_are_refused() -> None:
+    with pytest.raises(TextTemplateError, match="number too large"):
+        render_text("{{ 99999999999 * 99999999999 }}", {})
