@@ -137,23 +137,24 @@ class LoggingPushWorker:
         total = 0
         while entries := await self.service.pending_updates(limit=100):
             for entry in entries:
+                silent = ", silent" if entry.silent else ""
                 if entry.platform.value == "apple":
                     tokens = await self.service.push_tokens(entry.serial)
-                    for token in tokens:
-                        push_logger.info(
-                            "would push to Apple device %s… for card %s (%s%s)",
-                            token[:8],
-                            entry.serial,
-                            entry.reason,
-                            ", silent" if entry.silent else "",
-                        )
+                    push_logger.info(
+                        "would push card %s (%s%s) to %d Apple device(s)%s",
+                        entry.serial,
+                        entry.reason,
+                        silent,
+                        len(tokens),
+                        "".join(f" {t[:8]}…" for t in tokens),
+                    )
                 else:
                     push_logger.info(
                         "would update the %s pass of card %s (%s%s)",
                         entry.platform.value,
                         entry.serial,
                         entry.reason,
-                        ", silent" if entry.silent else "",
+                        silent,
                     )
             total += await self.service.complete_updates(e.id for e in entries)
         self.delivered += total

@@ -145,7 +145,7 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
             serials = await prepare_demo(service, options.templates_dir)
             worker = LoggingPushWorker(service)
             worker.start()
-            _print_demo(config, serials)
+            _print_demo(config, serials, db)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -172,7 +172,7 @@ async def _signal_ready(server: object, ready: asyncio.Event) -> None:
     ready.set()
 
 
-def _print_demo(config: WebConfig, serials: list[str]) -> None:
+def _print_demo(config: WebConfig, serials: list[str], db: str) -> None:
     lines = [
         "",
         "passkit-stamps demo: development certificates (Wallet will not open these passes;",
@@ -183,6 +183,6 @@ def _print_demo(config: WebConfig, serials: list[str]) -> None:
         lines.append(f"  {serial}: {url}")
         lines.append(f"  {' ' * len(serial)}  .pkpass: {url}/pass.pkpass")
     lines.append(f"Web service URL of the passes: {config.web_service_url}")
-    lines.append("Stamp a card from another shell, e.g. `passkit-stamps cards stamp <serial>`;")
-    lines.append("pushes are logged, not sent. Ctrl-C stops.")
+    lines.append(f"Stamp a card from another shell: passkit-stamps stamp --db {db} <serial>")
+    lines.append("(pushes are logged, not sent). Ctrl-C stops.")
     print("\n".join(lines), flush=True)

@@ -1,0 +1,47 @@
+"""The served demo's preparation and its logging push worker."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import TEMPLATES  # tests/conftest.py
+from passkit_stamps.cli import main
+from passkit_stamps.engine import Platform
+from passkit_stamps.service import StampService
+from passkit_stamps.web.demo import DEMO_CARDS, LoggingPushWorker, prepare_demo
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_prepare_demo_is_idempotent(store, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    service = StampService(store)
+    serials = await prepare_demo(service, TEMPLATES)
+    assert serials == [c.serial for c in DEMO_CARDS]
+    before = {s: (await service.get_card(s)).card for s in serials}
+    salon = before["DEMO-SALON-1"]
+    assert salon.language == "de"
+    assert any(v.redeemed for v in salon.vouchers) and salon.vouchers_ready
+    assert before["DEMO-COFFEE-2"].vouchers_ready
+    assert await prepare_demo(service, TEMPLATES) == serials
+    assert {s: (await service.get_card(s)).card for s in serials} == before
+
+    # A change to a card saved in a wallet queues an update; the worker logs and clears it.
+    await service.record_platform("DEMO-COFFEE-1", Platform.APPLE, True)
+    await service.add_stamps("DEMO-COFFEE-1", 1)
+    worker = LoggingPushWorker(service)
+    with caplog.at_level(logging.INFO, logger="passkit_stamps.web.push"):
+        assert await worker.drain() >= 1
+    assert any("DEMO-COFFEE-1" in r.getMessage() for r in caplog.records)
+    assert await service.pending_updates() == []
+
+
+def test_serve_needs_its_options(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    result = runner.invoke(main, ["serve"], env={"PASSKIT_STAMPS_DB": f"sqlite:///{tmp_path}/x.db"})
+    assert result.exit_code != 0
+    assert "wwdr is required" in result.output
+    result = runner.invoke(main, ["serve", "--secret-key", "abc"])
+    assert result.exit_code != 0
+    assert "secret-key must be at least 16 bytes" in result.output
