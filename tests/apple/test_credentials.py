@@ -410,3 +410,33 @@ def test_wwdr_bundle_picks_the_issuer(dev_pki: DevPKI) -> None:
     bundle = pem_certificate(other_wwdr) + dev_pki.wwdr_cert.read_bytes()
     loaded = SigningCredentials.from_pem(dev_pki.signer_cert, dev_pki.signer_key, wwdr=bundle)
     assert loaded.wwdr == dev_pki.credentials().wwdr
+
+
+# -- SigningCredentials.load: the one entry point for configuration --------------------------------
+
+
+def test_load_picks_p12_or_pem(dev_pki) -> None:  # type: ignore[no-untyped-def]
+    from_p12 = SigningCredentials.load(
+        p12=dev_pki.signer_p12, p12_password=dev_pki.p12_password, wwdr=dev_pki.wwdr_cert
+    )
+    from_pem = SigningCredentials.load(
+        certificate=dev_pki.signer_cert, key=dev_pki.signer_key, wwdr=dev_pki.wwdr_cert
+    )
+    assert from_p12.certificate == from_pem.certificate
+    assert from_p12.pass_type_identifier == "pass.com.example.stamps"
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"p12": "x"}, "wwdr is required"),
+        ({"wwdr": "w"}, "signing needs a .p12"),
+        ({"certificate": "c", "wwdr": "w"}, "signing needs a .p12"),
+        ({"p12": "x", "key": "k", "wwdr": "w"}, "not both"),
+        ({"p12": "x", "key_password": "pw", "wwdr": "w"}, "key password goes with"),
+        ({"certificate": "c", "key": "k", "p12_password": "pw", "wwdr": "w"}, ".p12 password"),
+    ],
+)
+def test_load_refuses_incomplete_or_mixed_options(options: dict[str, str], reason: str) -> None:
+    with pytest.raises(CredentialsError, match=reason):
+        SigningCredentials.load(**options)  # type: ignore[arg-type]

@@ -426,6 +426,38 @@ class SigningCredentials:
         )
 
     @classmethod
+    def load(
+        cls,
+        *,
+        p12: Source | None = None,
+        p12_password: str | bytes | None = None,
+        certificate: Source | None = None,
+        key: Source | None = None,
+        key_password: str | bytes | None = None,
+        wwdr: Source | None = None,
+        now: datetime | None = None,
+    ) -> SigningCredentials:
+        """Credentials from exactly one of ``p12`` or ``certificate`` + ``key``, with ``wwdr``:
+        the one entry point for command lines and configuration files."""
+        if wwdr is None:
+            raise CredentialsError("wwdr is required: Apple's WWDR intermediate certificate (G4)")
+        if p12 is not None:
+            if certificate is not None or key is not None:
+                raise CredentialsError(
+                    "give either a .p12, or a certificate with its key; not both"
+                )
+            if key_password is not None:
+                raise CredentialsError(
+                    "a key password goes with a separate key; use the .p12 password"
+                )
+            return cls.from_p12(p12, password=p12_password, wwdr=wwdr, now=now)
+        if certificate is None or key is None:
+            raise CredentialsError("signing needs a .p12, or both a certificate and its key")
+        if p12_password is not None:
+            raise CredentialsError("a .p12 password goes with a .p12; use the key password")
+        return cls.from_pem(certificate, key, key_password=key_password, wwdr=wwdr, now=now)
+
+    @classmethod
     def from_objects(
         cls,
         certificate: x509.Certificate,

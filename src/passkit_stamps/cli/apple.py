@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from ..apple.bundle import PassBuilder, build_pkpasses
-from ..apple.credentials import SigningCredentials
 from ..devpki import make_dev_pki
 from ..model import (
     TEMPLATE_FILE,
@@ -23,31 +22,10 @@ from ..model import (
     VoucherKind,
     localized,
 )
+from ._signing import load_signing_credentials, signing_options
 
 _SERIAL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MIN_TOKEN = 16
-
-
-def _credentials(
-    p12: Path | None,
-    p12_password: str | None,
-    cert: Path | None,
-    key: Path | None,
-    key_password: str | None,
-    wwdr: Path,
-) -> SigningCredentials:
-    """Credentials from exactly one of --p12 or --cert/--key (option combinations checked here)."""
-    if p12 is not None and (cert is not None or key is not None):
-        raise click.UsageError("give either --p12 or --cert/--key, not both")
-    if p12 is not None:
-        if key_password is not None:
-            raise click.UsageError("--key-password goes with --key; use --p12-password")
-        return SigningCredentials.from_p12(p12, password=p12_password, wwdr=wwdr)
-    if cert is None or key is None:
-        raise click.UsageError("signing needs --p12 FILE, or both --cert FILE and --key FILE")
-    if p12_password is not None:
-        raise click.UsageError("--p12-password goes with --p12; use --key-password")
-    return SigningCredentials.from_pem(cert, key, key_password=key_password, wwdr=wwdr)
 
 
 def _load_template(folder: Path) -> CardTemplate:
@@ -64,14 +42,7 @@ def _load_template(folder: Path) -> CardTemplate:
 @click.option("--web-service-url", help="Base URL of the pass web service (without /v1).")
 @click.option("--auth-token", help="Authentication token (>= 16 characters); random if absent.")
 @click.option("--allow-http", is_flag=True, help="Allow an http:// web service URL (testing).")
-@click.option("--p12", type=click.Path(path_type=Path), help="Certificate and key as .p12.")
-@click.option("--p12-password", help="Password of the .p12 file.")
-@click.option("--cert", type=click.Path(path_type=Path), help="Pass Type ID certificate.")
-@click.option("--key", type=click.Path(path_type=Path), help="Its private key (PEM or DER).")
-@click.option("--key-password", help="Password of an encrypted private key.")
-@click.option(
-    "--wwdr", required=True, type=click.Path(path_type=Path), help="Apple WWDR intermediate."
-)
+@signing_options()
 @click.option(
     "-o", "--out", "out", required=True, type=click.Path(path_type=Path), help="The .pkpass."
 )
@@ -88,7 +59,7 @@ def build_command(
     cert: Path | None,
     key: Path | None,
     key_password: str | None,
-    wwdr: Path,
+    wwdr: Path | None,
     out: Path,
 ) -> None:
     """Build one signed .pkpass of TEMPLATE_DIR's card with SERIAL and N stamps."""
@@ -112,7 +83,7 @@ def build_command(
             f"--stamps must be 0 to {template.stamps_required} for template {template.key}, "
             f"got {stamps}"
         )
-    credentials = _credentials(p12, p12_password, cert, key, key_password, wwdr)
+    credentials = load_signing_credentials(p12, p12_password, cert, key, key_password, wwdr)
     builder = PassBuilder(credentials, web_service_url=web_service_url, allow_http=allow_http)
     card = Card(
         serial=serial,

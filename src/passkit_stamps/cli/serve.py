@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ..errors import WebConfigError
+from ._signing import signing_options
 
 ENV = "PASSKIT_STAMPS_"
 
@@ -53,32 +54,7 @@ def _secret_key(value: str | None) -> bytes | None:
 )
 @click.option("--host", envvar=_env("host"), default="127.0.0.1", show_default=True)
 @click.option("--port", envvar=_env("port"), default=8000, show_default=True, type=int)
-@click.option(
-    "--p12",
-    envvar=_env("p12"),
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Pass Type ID certificate and key (.p12).",
-)
-@click.option("--p12-password", envvar=_env("p12_password"), help="Password of the .p12.")
-@click.option(
-    "--cert",
-    envvar=_env("cert"),
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Pass Type ID certificate (PEM or DER), with --key.",
-)
-@click.option(
-    "--key",
-    envvar=_env("key"),
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Private key of --cert (PEM).",
-)
-@click.option("--key-password", envvar=_env("key_password"), help="Password of --key.")
-@click.option(
-    "--wwdr",
-    envvar=_env("wwdr"),
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Apple WWDR intermediate certificate (G4).",
-)
+@signing_options(_env)
 @click.option(
     "--secret-key",
     envvar=_env("secret_key"),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..apple.credentials import SigningCredentials
-from ..errors import CredentialsError, WebConfigError
+from ..errors import WebConfigError
 from .config import GoogleWebConfig, WebConfig, secret_key_from_credentials
 
 logger = logging.getLogger(__name__)
@@ -43,19 +43,14 @@ class ServeOptions:
 
 def load_credentials(options: ServeOptions) -> SigningCredentials:
     """The signing credentials from ``--p12`` or ``--cert``/``--key``, with ``--wwdr``."""
-    if options.wwdr is None:
-        raise CredentialsError("--wwdr is required: Apple's WWDR intermediate certificate (G4)")
-    if options.p12 is not None and (options.cert is not None or options.key is not None):
-        raise CredentialsError("give either --p12 or --cert with --key, not both")
-    if options.p12 is not None:
-        return SigningCredentials.from_p12(
-            options.p12, password=options.p12_password, wwdr=options.wwdr
-        )
-    if options.cert is not None and options.key is not None:
-        return SigningCredentials.from_pem(
-            options.cert, options.key, key_password=options.key_password, wwdr=options.wwdr
-        )
-    raise CredentialsError("signing credentials missing: give --p12, or --cert and --key")
+    return SigningCredentials.load(
+        p12=options.p12,
+        p12_password=options.p12_password,
+        certificate=options.cert,
+        key=options.key,
+        key_password=options.key_password,
+        wwdr=options.wwdr,
+    )
 
 
 def web_config(options: ServeOptions, credentials: SigningCredentials) -> WebConfig:
