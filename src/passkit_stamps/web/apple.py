@@ -114,7 +114,7 @@ class AppleWebService:
         if not self._known_pass_type(request):
             return _empty(_NOT_FOUND)
         since = rq.updated_since_tag(request.query_params.get("passesUpdatedSince"))
-        serials, tag = await self.ctx.service.serials_updated_since(
+        serials, tag = await self.ctx.serials_updated_since(
             device, self.pass_type_identifier, since
         )
         if not serials:

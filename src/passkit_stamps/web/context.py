@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from ..store.schema import cards, utc
 from .config import WebConfig
 from .devicelog import DeviceLog
+from .hotreads import HotReads
 
 if TYPE_CHECKING:
     from ..apple.bundle import PassBuilder
@@ -26,15 +25,6 @@ class PassState:
     last_modified: datetime
 
 
-# One indexed primary-key lookup of two columns: no card, voucher or template is loaded, so a
-# device asking "has my pass changed?" costs no signing and no template decoding.
-# Deleted cards are included: their pass is still served (voided) so devices learn of it, as
-# StampService.card_for_pass does; ``updated_at`` is its Last-Modified too.
-_PASS_STATE = sa.select(cards.c.authentication_token, cards.c.updated_at).where(
-    cards.c.serial == sa.bindparam("serial")
-)
-
-
 @dataclass
 class WebContext:
     """The shared state of one app instance."""
@@ -47,13 +37,38 @@ class WebContext:
     #: Google runtime pieces (save-link signer, loyalty settings, nonce cache), when configured.
     google: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: The 304 and serials reads, without a transaction (made from ``service.store`` if None).
+    reads: HotReads | None = None
+
+    def __post_init__(self) -> None:
+        if self.reads is None:
+            self.reads = HotReads(self.service.store)
 
     async def pass_state(self, serial: str) -> PassState | None:
-        """Token and last change of a card's pass, or None when there is no such card."""
-        async with self.service.store.read() as conn:
-            row = (await conn.execute(_PASS_STATE, {"serial": serial})).first()
-        if row is None:
+        """Token and last change of a card's pass, or None when there is no such card.
+
+        One indexed primary-key lookup of two columns: no card, voucher or template is loaded,
+        so a device asking "has my pass changed?" costs no signing and no template decoding.
+        """
+        assert self.reads is not None
+        found = await self.reads.pass_state(serial)
+        if found is None:
             return None
-        last_modified = utc(row.updated_at)
-        assert last_modified is not None  # the column is NOT NULL
-        return PassState(authentication_token=row.authentication_token, last_modified=last_modified)
+        token, last_modified = found
+        return PassState(authentication_token=token, last_modified=last_modified)
+
+    async def serials_updated_since(
+        self, device: str, pass_type: str, tag: str | None
+    ) -> tuple[list[str], str]:
+        """What :meth:`StampService.serials_updated_since` answers (the serials of the device's
+        passes changed after ``tag``, all when ``tag`` is None or not ours, and the tag to hand
+        back), read in one statement without a transaction."""
+        assert self.reads is not None
+        since = int(tag) if isinstance(tag, str) and tag.isdigit() and len(tag) <= 18 else None
+        wanted = self.service.pass_type_identifier
+        if wanted is not None and not hmac.compare_digest(wanted, pass_type):
+            return [], tag or "0"
+        rows = await self.reads.registered_serials(device, pass_type, since)
+        if not rows:
+            return [], tag if since is not None and tag is not None else "0"
+        return [serial for serial, _ in rows], str(max(change_tag for _, change_tag in rows))

@@ -1,0 +1,178 @@
+"""The web service's two hottest reads, one statement each and no transaction around it.
+
+Devices ask "has my pass changed?" (the 304 path) and "which of my passes changed?" (the serials
+list) far more often than anything changes. Through the store's ``read()`` each of these costs a
+pool checkout, ``BEGIN``, the query and ``ROLLBACK``: on SQLite four hops to aiosqlite's thread,
+on PostgreSQL three round trips. A single ``SELECT`` is its own consistent snapshot, so here it
+runs alone:
+
+* SQLite: on a read-only (``query_only``) :mod:`sqlite3` connection of this process, directly on
+  the event loop. The queries are indexed lookups of a few rows (tens of microseconds, less than
+  one hop to another thread); in WAL mode a reader never waits for a writer. Should SQLite still
+  say busy or locked (e.g. while another process recovers the WAL), the query goes through the
+  store instead.
+* PostgreSQL (asyncpg): on a connection from the store's own pool (same settings, e.g. a
+  ``search_path``), with asyncpg's prepared statement and no transaction: one round trip.
+* Anything else: through ``store.read()``.
+
+The statements are SQLAlchemy Core, compiled once for the store's dialect, so the column types
+(e.g. SQLite's text timestamps) are converted exactly as the store converts them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.util import greenlet_spawn
+
+from ..store.schema import cards, registrations, utc
+
+if TYPE_CHECKING:
+    from ..store.store import Store
+
+#: How long a SQLite read may wait for a lock before it goes through the store instead (it runs
+#: on the event loop, so it must not wait long; in WAL mode it practically never waits).
+SQLITE_READ_TIMEOUT_S = 0.05
+
+# Deleted cards are included: their pass is still served (voided) so devices learn of it, as
+# StampService.card_for_pass does; ``updated_at`` is its Last-Modified too.
+_PASS_STATE = sa.select(cards.c.authentication_token, cards.c.updated_at).where(
+    cards.c.serial == sa.bindparam("serial")
+)
+
+# The same rows as StampService.serials_updated_since: the registrations primary key
+# (device_library_id, pass_type_id, serial) serves the lookup, the cards primary key the join.
+_SERIALS = (
+    sa.select(cards.c.serial, cards.c.change_tag)
+    .join(registrations, registrations.c.serial == cards.c.serial)
+    .where(
+        registrations.c.device_library_id == sa.bindparam("device"),
+        registrations.c.pass_type_id == sa.bindparam("pass_type"),
+    )
+    .order_by(cards.c.serial)
+)
+_SERIALS_SINCE = _SERIALS.where(cards.c.change_tag > sa.bindparam("since"))
+
+Row = Sequence[Any]
+
+
+class _Compiled:
+    """One statement as the driver takes it: SQL text, parameter order, column converters."""
+
+    def __init__(self, statement: sa.Select[Any], dialect: sa.Dialect) -> None:
+        self.statement = statement
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+        converters: list[Callable[[Any], Any] | None] = []
+        for column in statement.selected_columns:
+            converters.append(column.type.dialect_impl(dialect).result_processor(dialect, None))
+        self.converters = converters
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
+
+    def convert(self, row: Row) -> tuple[Any, ...]:
+        return tuple(
+            value if convert is None else convert(value)
+            for convert, value in zip(self.converters, row, strict=True)
+        )
+
+
+class HotReads:
+    """The pass state and the registered serials of a device, read as cheaply as the store
+    allows (see the module documentation). ``direct=False``: always through ``store.read()``."""
+
+    def __init__(self, store: Store, *, direct: bool = True) -> None:
+        self.store = store
+        dialect = store.engine.dialect
+        self._kind = "store"
+        if direct and dialect.name == "sqlite" and store.engine.url.database:
+            self._kind = "sqlite"
+        elif direct and dialect.name == "postgresql" and dialect.driver == "asyncpg":
+            self._kind = "postgresql"
+        self._sqlite_path = store.engine.url.database
+        self._sqlite: sqlite3.Connection | None = None
+        self._pass_state = _Compiled(_PASS_STATE, dialect)
+        self._serials = _Compiled(_SERIALS, dialect)
+        self._serials_since = _Compiled(_SERIALS_SINCE, dialect)
+
+    async def pass_state(self, serial: str) -> tuple[str, datetime] | None:
+        """(authentication token, last change) of a card's pass; None when there is no card."""
+        rows = await self._fetch(self._pass_state, {"serial": serial})
+        if not rows:
+            return None
+        token, updated_at = rows[0]
+        last_modified = utc(updated_at)
+        assert last_modified is not None  # the column is NOT NULL
+        return token, last_modified
+
+    async def registered_serials(
+        self, device: str, pass_type: str, since: int | None
+    ) -> list[tuple[str, int]]:
+        """(serial, change tag) of the device's registered passes of ``pass_type``, by serial;
+        only those changed after ``since`` when given."""
+        if since is None:
+            return await self._fetch(self._serials, {"device": device, "pass_type": pass_type})
+        params = {"device": device, "pass_type": pass_type, "since": since}
+        return await self._fetch(self._serials_since, params)
+
+    @property
+    def path(self) -> str:
+        """How the reads are made: ``sqlite``, ``postgresql`` (direct) or ``store``."""
+        return self._kind
+
+    def close(self) -> None:
+        """Close the SQLite connection, if one was opened (the store's pool is the store's)."""
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
+
+    # -- by backend ---------------------------------------------------------------------------
+
+    async def _fetch(self, query: _Compiled, params: dict[str, Any]) -> list[Any]:
+        if self._kind == "sqlite":
+            try:
+                rows = self._sqlite_connection().execute(query.sql, query.args(params)).fetchall()
+            except sqlite3.OperationalError:  # busy or locked: let the store's path wait
+                return await self._via_store(query, params)
+            return [query.convert(row) for row in rows]
+        if self._kind == "postgresql":
+            return await self._via_asyncpg(query, params)
+        return await self._via_store(query, params)
+
+    def _sqlite_connection(self) -> sqlite3.Connection:
+        if self._sqlite is None:
+            assert self._sqlite_path is not None
+            conn = sqlite3.connect(
+                self._sqlite_path,
+                timeout=SQLITE_READ_TIMEOUT_S,
+                isolation_level=None,  # autocommit: each SELECT is its own snapshot
+                check_same_thread=False,  # used from whichever thread runs the event loop
+            )
+            conn.execute("PRAGMA query_only=ON")
+            self._sqlite = conn
+        return self._sqlite
+
+    async def _via_asyncpg(self, query: _Compiled, params: dict[str, Any]) -> list[Any]:
+        pooled = await self.store.engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            assert driver is not None
+            # No transaction was begun on this connection, so returning it costs no ROLLBACK.
+            rows = await driver.fetch(query.sql, *query.args(params))
+        except BaseException:
+            pooled.invalidate()  # its state is unknown (e.g. cancelled mid-query)
+            raise
+        finally:
+            await greenlet_spawn(pooled.close)
+        return [query.convert(tuple(row)) for row in rows]
+
+    async def _via_store(self, query: _Compiled, params: dict[str, Any]) -> list[Any]:
+        async with self.store.read() as conn:
+            result = await conn.execute(query.statement, params)
+            return [tuple(row) for row in result]
