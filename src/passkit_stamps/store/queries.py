@@ -1,7 +1,7 @@
 """The SQL the service runs, one small function per question or change.
 
-Every function takes an open connection (the caller owns the transaction), so a service operation
-composes several of them into one atomic unit.
+Every function takes an open (synchronous) connection and the caller owns the transaction, so a
+service operation composes several of them into one atomic unit run by ``Store.run_write``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from ..model import Card, Holder, Voucher
 from . import codec
@@ -59,19 +59,14 @@ def _card_select() -> sa.Select[Any]:
     return sa.select(*_CARD_COLUMNS).join(holders, holders.c.id == cards.c.holder_id)
 
 
-async def load_card(
-    conn: AsyncConnection, serial: str, *, for_update: bool = False
-) -> StoredCard | None:
-    """The card with this serial (deleted ones included), its vouchers, platforms and template
-    digest in ONE query (each statement is a round trip), locking the card row when
-    ``for_update`` (PostgreSQL: other writers of this card wait until this transaction ends)."""
+def _load_card_query() -> sa.Select[Any]:
     flags = [
         sa.exists()
         .where(card_platforms.c.serial == cards.c.serial, card_platforms.c.platform == p)
         .label(f"on_{p}")
         for p in PLATFORMS
     ]
-    query = (
+    return (
         sa.select(
             *_CARD_COLUMNS,
             templates.c.content_digest.label("template_digest"),
@@ -87,12 +82,23 @@ async def load_card(
             ),
         )
         .outerjoin(vouchers, vouchers.c.serial == cards.c.serial)
-        .where(cards.c.serial == serial)
+        .where(cards.c.serial == sa.bindparam("serial"))
         .order_by(vouchers.c.position)
     )
-    if for_update and conn.dialect.name == "postgresql":
-        query = query.with_for_update(of=cards)
-    rows = list((await conn.execute(query)).mappings())
+
+
+# Built once: constructing this statement per call cost more than running it on SQLite.
+_LOAD_CARD = _load_card_query()
+_LOAD_CARD_FOR_UPDATE = _LOAD_CARD.with_for_update(of=cards)
+
+
+def load_card(conn: Connection, serial: str, *, for_update: bool = False) -> StoredCard | None:
+    """The card with this serial (deleted ones included), its vouchers, platforms and template
+    digest in ONE query (each statement is a round trip), locking the card row when
+    ``for_update`` (PostgreSQL: other writers of this card wait until this transaction ends)."""
+    locking = for_update and conn.dialect.name == "postgresql"
+    query = _LOAD_CARD_FOR_UPDATE if locking else _LOAD_CARD
+    rows = list(conn.execute(query, {"serial": serial}).mappings())
     if not rows:
         return None
     found = tuple(
@@ -119,19 +125,17 @@ def _stored(row: Mapping[Any, Any], card_vouchers: tuple[Voucher, ...]) -> Store
     )
 
 
-async def load_cards(conn: AsyncConnection, serials: Sequence[str]) -> list[StoredCard]:
+def load_cards(conn: Connection, serials: Sequence[str]) -> list[StoredCard]:
     """Several cards with their vouchers, in the order of ``serials`` (missing ones skipped)."""
     if not serials:
         return []
-    rows = (await conn.execute(_card_select().where(cards.c.serial.in_(serials)))).mappings()
+    rows = (conn.execute(_card_select().where(cards.c.serial.in_(serials)))).mappings()
     by_serial = {row["serial"]: row for row in rows}
-    found = await load_vouchers(conn, list(by_serial))
+    found = load_vouchers(conn, list(by_serial))
     return [_stored(by_serial[s], found.get(s, ())) for s in serials if s in by_serial]
 
 
-async def load_vouchers(
-    conn: AsyncConnection, serials: Sequence[str]
-) -> dict[str, tuple[Voucher, ...]]:
+def load_vouchers(conn: Connection, serials: Sequence[str]) -> dict[str, tuple[Voucher, ...]]:
     if not serials:
         return {}
     query = (
@@ -140,22 +144,20 @@ async def load_vouchers(
         .order_by(vouchers.c.serial, vouchers.c.position)
     )
     grouped: dict[str, list[Voucher]] = defaultdict(list)
-    for row in (await conn.execute(query)).mappings():
+    for row in (conn.execute(query)).mappings():
         grouped[row["serial"]].append(codec.decode_voucher(row))
     return {serial: tuple(found) for serial, found in grouped.items()}
 
 
-async def insert_holder(conn: AsyncConnection, holder: Holder, now: datetime) -> int:
-    result = await conn.execute(
+def insert_holder(conn: Connection, holder: Holder, now: datetime) -> int:
+    result = conn.execute(
         holders.insert().values(**holder_values(holder), created_at=now).returning(holders.c.id)
     )
     return int(result.scalar_one())
 
 
-async def update_holder(conn: AsyncConnection, holder_id: int, holder: Holder) -> None:
-    await conn.execute(
-        holders.update().where(holders.c.id == holder_id).values(**holder_values(holder))
-    )
+def update_holder(conn: Connection, holder_id: int, holder: Holder) -> None:
+    conn.execute(holders.update().where(holders.c.id == holder_id).values(**holder_values(holder)))
 
 
 def holder_values(holder: Holder) -> dict[str, Any]:
@@ -167,16 +169,16 @@ def holder_values(holder: Holder) -> dict[str, Any]:
     }
 
 
-async def insert_card(
-    conn: AsyncConnection, card: Card, holder_id: int, *, change_tag: int, now: datetime
+def insert_card(
+    conn: Connection, card: Card, holder_id: int, *, change_tag: int, now: datetime
 ) -> None:
     row = codec.card_row(card, holder_id)
-    await conn.execute(cards.insert().values(**row, change_tag=change_tag, updated_at=now))
-    await write_vouchers(conn, card.serial, (), card.vouchers)
+    conn.execute(cards.insert().values(**row, change_tag=change_tag, updated_at=now))
+    write_vouchers(conn, card.serial, (), card.vouchers)
 
 
-async def update_card(
-    conn: AsyncConnection,
+def update_card(
+    conn: Connection,
     old: Card,
     new: Card,
     holder_id: int,
@@ -190,34 +192,34 @@ async def update_card(
     values: dict[str, Any] = {**row, "change_tag": change_tag, "updated_at": now}
     if deleted_at is not None:
         values["deleted_at"] = deleted_at
-    await conn.execute(cards.update().where(cards.c.serial == new.serial).values(**values))
-    await write_vouchers(conn, new.serial, old.vouchers, new.vouchers)
+    conn.execute(cards.update().where(cards.c.serial == new.serial).values(**values))
+    write_vouchers(conn, new.serial, old.vouchers, new.vouchers)
 
 
-async def write_vouchers(
-    conn: AsyncConnection, serial: str, old: Sequence[Voucher], new: Sequence[Voucher]
+def write_vouchers(
+    conn: Connection, serial: str, old: Sequence[Voucher], new: Sequence[Voucher]
 ) -> None:
     """Insert the vouchers new on the card and update the ones that changed."""
     before = {v.code: v for v in old}
     inserts = [codec.voucher_row(serial, i, v) for i, v in enumerate(new) if v.code not in before]
     if inserts:
-        await conn.execute(vouchers.insert(), inserts)
+        conn.execute(vouchers.insert(), inserts)
     for v in new:
         if v.code in before and before[v.code] != v:
-            await conn.execute(
+            conn.execute(
                 vouchers.update()
                 .where(vouchers.c.serial == serial, vouchers.c.code == v.code)
                 .values(redeemed_at=v.redeemed_at, title=v.title, description=v.description)
             )
 
 
-async def delete_vouchers(conn: AsyncConnection, serial: str) -> None:
-    await conn.execute(vouchers.delete().where(vouchers.c.serial == serial))
+def delete_vouchers(conn: Connection, serial: str) -> None:
+    conn.execute(vouchers.delete().where(vouchers.c.serial == serial))
 
 
-async def touch_card(conn: AsyncConnection, serial: str, *, change_tag: int, now: datetime) -> None:
+def touch_card(conn: Connection, serial: str, *, change_tag: int, now: datetime) -> None:
     """Move a card's change tag without changing its data (the pass content changed)."""
-    await conn.execute(
+    conn.execute(
         cards.update().where(cards.c.serial == serial).values(change_tag=change_tag, updated_at=now)
     )
 
@@ -225,7 +227,7 @@ async def touch_card(conn: AsyncConnection, serial: str, *, change_tag: int, now
 # -- platforms ------------------------------------------------------------------------------------
 
 
-async def platforms(conn: AsyncConnection, serials: Sequence[str]) -> dict[str, set[str]]:
+def platforms(conn: Connection, serials: Sequence[str]) -> dict[str, set[str]]:
     """Where each card is saved."""
     if not serials:
         return {}
@@ -233,28 +235,24 @@ async def platforms(conn: AsyncConnection, serials: Sequence[str]) -> dict[str, 
         card_platforms.c.serial.in_(serials)
     )
     found: dict[str, set[str]] = defaultdict(set)
-    for serial, platform in await conn.execute(query):
+    for serial, platform in conn.execute(query):
         found[serial].add(platform)
     return found
 
 
-async def set_platform(
-    conn: AsyncConnection, serial: str, platform: str, added: bool, now: datetime
-) -> bool:
+def set_platform(conn: Connection, serial: str, platform: str, added: bool, now: datetime) -> bool:
     """Add or remove one platform of a card; whether anything changed."""
     if added:
-        exists = await conn.scalar(
+        exists = conn.scalar(
             sa.select(sa.literal(1)).where(
                 card_platforms.c.serial == serial, card_platforms.c.platform == platform
             )
         )
         if exists:
             return False
-        await conn.execute(
-            card_platforms.insert().values(serial=serial, platform=platform, added_at=now)
-        )
+        conn.execute(card_platforms.insert().values(serial=serial, platform=platform, added_at=now))
         return True
-    result = await conn.execute(
+    result = conn.execute(
         card_platforms.delete().where(
             card_platforms.c.serial == serial, card_platforms.c.platform == platform
         )
@@ -265,7 +263,7 @@ async def set_platform(
 # -- templates ------------------------------------------------------------------------------------
 
 
-async def template_versions(conn: AsyncConnection, template_id: str) -> list[Mapping[Any, Any]]:
+def template_versions(conn: Connection, template_id: str) -> list[Mapping[Any, Any]]:
     query = (
         sa.select(
             templates.c.version,
@@ -276,30 +274,30 @@ async def template_versions(conn: AsyncConnection, template_id: str) -> list[Map
         .where(templates.c.id == template_id)
         .order_by(templates.c.version)
     )
-    return list((await conn.execute(query)).mappings())
+    return list((conn.execute(query)).mappings())
 
 
-async def template_digest(conn: AsyncConnection, template_id: str, version: int) -> str | None:
-    return await conn.scalar(
+def template_digest(conn: Connection, template_id: str, version: int) -> str | None:
+    return conn.scalar(
         sa.select(templates.c.content_digest).where(
             templates.c.id == template_id, templates.c.version == version
         )
     )
 
 
-async def latest_version(conn: AsyncConnection, template_id: str) -> int | None:
-    found = await conn.scalar(
+def latest_version(conn: Connection, template_id: str) -> int | None:
+    found = conn.scalar(
         sa.select(sa.func.max(templates.c.version)).where(templates.c.id == template_id)
     )
     return None if found is None else int(found)
 
 
-async def template_content(
-    conn: AsyncConnection, template_id: str, version: int
+def template_content(
+    conn: Connection, template_id: str, version: int
 ) -> tuple[str, str, dict[str, bytes]] | None:
     """(content JSON, content digest, images) of one template version."""
     row = (
-        await conn.execute(
+        conn.execute(
             sa.select(templates.c.content, templates.c.content_digest).where(
                 templates.c.id == template_id, templates.c.version == version
             )
@@ -308,28 +306,22 @@ async def template_content(
     if row is None:
         return None
     refs = codec.image_refs(row.content)
-    found = await conn.execute(
-        sa.select(images.c.sha256, images.c.data).where(images.c.sha256.in_(refs))
-    )
+    found = conn.execute(sa.select(images.c.sha256, images.c.data).where(images.c.sha256.in_(refs)))
     return row.content, row.content_digest, {sha: bytes(data) for sha, data in found}
 
 
-async def save_images(conn: AsyncConnection, found: Mapping[str, bytes]) -> None:
+def save_images(conn: Connection, found: Mapping[str, bytes]) -> None:
     if not found:
         return
-    existing = set(
-        await conn.scalars(sa.select(images.c.sha256).where(images.c.sha256.in_(list(found))))
-    )
+    existing = set(conn.scalars(sa.select(images.c.sha256).where(images.c.sha256.in_(list(found)))))
     rows = [{"sha256": sha, "data": data} for sha, data in found.items() if sha not in existing]
     if rows:
-        await conn.execute(images.insert(), rows)
+        conn.execute(images.insert(), rows)
 
 
-async def insert_template(
-    conn: AsyncConnection, encoded: codec.EncodedTemplate, now: datetime
-) -> None:
-    await save_images(conn, encoded.images)
-    await conn.execute(
+def insert_template(conn: Connection, encoded: codec.EncodedTemplate, now: datetime) -> None:
+    save_images(conn, encoded.images)
+    conn.execute(
         templates.insert().values(
             id=encoded.data["id"],
             version=encoded.data["version"],
@@ -344,11 +336,9 @@ async def insert_template(
     )
 
 
-async def replace_template(
-    conn: AsyncConnection, encoded: codec.EncodedTemplate, now: datetime
-) -> None:
-    await save_images(conn, encoded.images)
-    await conn.execute(
+def replace_template(conn: Connection, encoded: codec.EncodedTemplate, now: datetime) -> None:
+    save_images(conn, encoded.images)
+    conn.execute(
         templates.update()
         .where(
             templates.c.id == encoded.data["id"],
@@ -366,10 +356,10 @@ async def replace_template(
 # -- change tag, journal, outbox, budget --------------------------------------------------
 
 
-async def next_change_tag(conn: AsyncConnection) -> int:
+def next_change_tag(conn: Connection) -> int:
     """The next pass change tag. Take it LAST in a transaction: on PostgreSQL the counter row
     stays locked until commit, which orders commits by tag (and a late lock holds it briefly)."""
-    result = await conn.execute(
+    result = conn.execute(
         counters.update()
         .where(counters.c.name == "change_tag")
         .values(value=counters.c.value + 1)
@@ -378,28 +368,28 @@ async def next_change_tag(conn: AsyncConnection) -> int:
     return int(result.scalar_one())
 
 
-async def current_change_tag(conn: AsyncConnection) -> int:
-    value = await conn.scalar(sa.select(counters.c.value).where(counters.c.name == "change_tag"))
+def current_change_tag(conn: Connection) -> int:
+    value = conn.scalar(sa.select(counters.c.value).where(counters.c.name == "change_tag"))
     return int(value or 0)
 
 
-async def insert_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
     """Append journal rows; their sequence ids in order."""
     if not rows:
         return []
-    result = await conn.execute(
+    result = conn.execute(
         events.insert().returning(events.c.id, sort_by_parameter_order=True), list(rows)
     )
     return [int(i) for i in result.scalars()]
 
 
-async def insert_outbox(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+def insert_outbox(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
-        await conn.execute(outbox.insert(), list(rows))
+        conn.execute(outbox.insert(), list(rows))
 
 
-async def notifications_since(conn: AsyncConnection, serial: str, since: datetime) -> int:
-    count = await conn.scalar(
+def notifications_since(conn: Connection, serial: str, since: datetime) -> int:
+    count = conn.scalar(
         sa.select(sa.func.count())
         .select_from(notifications)
         .where(notifications.c.serial == serial, notifications.c.at > since)
@@ -407,22 +397,20 @@ async def notifications_since(conn: AsyncConnection, serial: str, since: datetim
     return int(count or 0)
 
 
-async def spend_notification(
-    conn: AsyncConnection, serial: str, now: datetime, reason: str
-) -> None:
-    await conn.execute(notifications.insert().values(serial=serial, at=now, reason=reason))
+def spend_notification(conn: Connection, serial: str, now: datetime, reason: str) -> None:
+    conn.execute(notifications.insert().values(serial=serial, at=now, reason=reason))
 
 
 # -- idempotency ----------------------------------------------------------------------------------
 
 
-async def idempotent_result(conn: AsyncConnection, key: str) -> Mapping[Any, Any] | None:
-    row = (await conn.execute(sa.select(idempotency).where(idempotency.c.key == key))).mappings()
+def idempotent_result(conn: Connection, key: str) -> Mapping[Any, Any] | None:
+    row = (conn.execute(sa.select(idempotency).where(idempotency.c.key == key))).mappings()
     return row.first()
 
 
-async def save_idempotent_result(
-    conn: AsyncConnection,
+def save_idempotent_result(
+    conn: Connection,
     key: str,
     *,
     operation: str,
@@ -431,7 +419,7 @@ async def save_idempotent_result(
     result: str,
     now: datetime,
 ) -> None:
-    await conn.execute(
+    conn.execute(
         idempotency.insert().values(
             key=key,
             operation=operation,
