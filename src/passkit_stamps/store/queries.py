@@ -187,13 +187,21 @@ def update_card(
     now: datetime,
     deleted_at: datetime | None = None,
 ) -> None:
-    row = codec.card_row(new, holder_id)
-    row.pop("serial")
-    values: dict[str, Any] = {**row, "change_tag": change_tag, "updated_at": now}
+    values = codec.card_row(new, holder_id)
+    values["b_serial"] = values.pop("serial")
+    values.update(change_tag=change_tag, updated_at=now)
     if deleted_at is not None:
         values["deleted_at"] = deleted_at
-    conn.execute(cards.update().where(cards.c.serial == new.serial).values(**values))
+    # The SET clause comes from the parameter names; SQLAlchemy caches the compiled form per
+    # name set, so no statement is built per call.
+    conn.execute(_UPDATE_CARD, values)
     write_vouchers(conn, new.serial, old.vouchers, new.vouchers)
+
+
+_UPDATE_CARD = cards.update().where(cards.c.serial == sa.bindparam("b_serial"))
+_UPDATE_VOUCHER = vouchers.update().where(
+    vouchers.c.serial == sa.bindparam("b_serial"), vouchers.c.code == sa.bindparam("b_code")
+)
 
 
 def write_vouchers(
@@ -204,13 +212,19 @@ def write_vouchers(
     inserts = [codec.voucher_row(serial, i, v) for i, v in enumerate(new) if v.code not in before]
     if inserts:
         conn.execute(vouchers.insert(), inserts)
-    for v in new:
-        if v.code in before and before[v.code] != v:
-            conn.execute(
-                vouchers.update()
-                .where(vouchers.c.serial == serial, vouchers.c.code == v.code)
-                .values(redeemed_at=v.redeemed_at, title=v.title, description=v.description)
-            )
+    changed = [
+        {
+            "b_serial": serial,
+            "b_code": v.code,
+            "redeemed_at": v.redeemed_at,
+            "title": v.title,
+            "description": v.description,
+        }
+        for v in new
+        if v.code in before and before[v.code] != v
+    ]
+    if changed:
+        conn.execute(_UPDATE_VOUCHER, changed)
 
 
 def delete_vouchers(conn: Connection, serial: str) -> None:
@@ -359,13 +373,15 @@ def replace_template(conn: Connection, encoded: codec.EncodedTemplate, now: date
 def next_change_tag(conn: Connection) -> int:
     """The next pass change tag. Take it LAST in a transaction: on PostgreSQL the counter row
     stays locked until commit, which orders commits by tag (and a late lock holds it briefly)."""
-    result = conn.execute(
-        counters.update()
-        .where(counters.c.name == "change_tag")
-        .values(value=counters.c.value + 1)
-        .returning(counters.c.value)
-    )
-    return int(result.scalar_one())
+    return int(conn.execute(_NEXT_CHANGE_TAG).scalar_one())
+
+
+_NEXT_CHANGE_TAG = (
+    counters.update()
+    .where(counters.c.name == "change_tag")
+    .values(value=counters.c.value + 1)
+    .returning(counters.c.value)
+)
 
 
 def current_change_tag(conn: Connection) -> int:
@@ -377,10 +393,10 @@ def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[i
     """Append journal rows; their sequence ids in order."""
     if not rows:
         return []
-    result = conn.execute(
-        events.insert().returning(events.c.id, sort_by_parameter_order=True), list(rows)
-    )
-    return [int(i) for i in result.scalars()]
+    return [int(i) for i in conn.execute(_INSERT_EVENTS, list(rows)).scalars()]
+
+
+_INSERT_EVENTS = events.insert().returning(events.c.id, sort_by_parameter_order=True)
 
 
 def insert_outbox(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
