@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,9 +95,20 @@ def demo_secret_key(demo_dir: Path) -> bytes:
 
 
 def run(options: ServeOptions) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted (on uvloop where it is installed)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(options))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve(options))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when installed: uvicorn only picks it in ``uvicorn.run``, and :func:`serve`
+    runs the server inside our own loop (next to the demo's push logger)."""
+    try:
+        import uvloop
+    except ImportError:  # e.g. on Windows
+        return None
+    return uvloop.new_event_loop
 
 
 async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) -> None:
