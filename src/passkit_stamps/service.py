@@ -44,6 +44,7 @@ from .model import Card, CardState, CardTemplate, Holder, Progress, Voucher, loc
 from .store import codec
 from .store import queries as q
 from .store.schema import (
+    SQLITE_SEARCH_TABLE,
     card_platforms,
     cards,
     devices,
@@ -936,53 +937,44 @@ class StampService:
         filters, sorted by ``sort`` (one of created_at, last_stamp_at, stamps, serial, name;
         ``-`` for descending), one page of ``limit`` (<= 500) from ``offset``, with the total."""
         offset, limit = _check_page(offset, limit)
-        where = self._card_filters(
-            search=search,
-            template_id=template_id,
-            template_version=template_version,
-            platform=platform,
-            state=state,
-            min_stamps=min_stamps,
-            max_stamps=max_stamps,
-            has_vouchers_ready=has_vouchers_ready,
-        )
+        filters: dict[str, Any] = {
+            "search": search,
+            "template_id": template_id,
+            "template_version": template_version,
+            "platform": platform,
+            "state": state,
+            "min_stamps": min_stamps,
+            "max_stamps": max_stamps,
+            "has_vouchers_ready": has_vouchers_ready,
+        }
+        where = self._card_filters(**filters)
         order = _card_order(sort)
-        query = (
-            sa.select(
-                cards.c.serial,
-                cards.c.template_id,
-                cards.c.template_version,
-                cards.c.stamps,
-                cards.c.state,
-                cards.c.created_at,
-                cards.c.last_stamp_at,
-                holders.c.name,
-                holders.c.email,
-                holders.c.phone,
-                holders.c.birthday,
-                templates.c.name.label("template_name"),
-                templates.c.stamps_required,
-            )
-            .join(holders, holders.c.id == cards.c.holder_id)
-            .join(
-                templates,
-                sa.and_(
-                    templates.c.id == cards.c.template_id,
-                    templates.c.version == cards.c.template_version,
-                ),
-            )
-            .where(*where)
-            .order_by(*order)
-            .offset(offset)
-            .limit(limit)
-        )
         count = sa.select(sa.func.count()).select_from(cards).where(*where)
+        # SQLite + FTS: with many matches, walking the created_at (or serial) index and checking
+        # each card against the match list beats looking every match up and sorting them.
+        can_walk = self._uses_search_index(search) and sort.removeprefix("-") in (
+            "created_at",
+            "serial",
+        )
 
         def body(
             conn: Connection,
         ) -> tuple[int, list[Any], dict[str, set[str]], dict[str, int]]:
             total = int(conn.scalar(count) or 0)
-            rows = list(conn.execute(query).mappings())
+            if not total:
+                return 0, [], {}, {}
+            chosen = where
+            if can_walk:
+                rows_ever = int(
+                    conn.scalar(
+                        sa.select(sa.func.max(sa.literal_column("rowid"))).select_from(cards)
+                    )
+                    or 0
+                )
+                # Walked rows ~ rows_ever / total * (offset + limit); looked-up rows ~ total.
+                if total * total >= rows_ever * (offset + limit):
+                    chosen = self._card_filters(**filters, dense_search=True)
+            rows = list(conn.execute(_summary_select(chosen, order, offset, limit)).mappings())
             serials = [r["serial"] for r in rows]
             return total, rows, q.platforms(conn, serials), _vouchers_ready(conn, serials)
 
@@ -1017,14 +1009,22 @@ class StampService:
         min_stamps: int | None = None,
         max_stamps: int | None = None,
         has_vouchers_ready: bool | None = None,
+        dense_search: bool = False,
     ) -> list[sa.ColumnElement[bool]]:
         where: list[sa.ColumnElement[bool]] = [cards.c.deleted_at.is_(None)]
-        if search is not None:
-            if not isinstance(search, str) or len(search) > 200:
-                raise CardInputError("search must be a text of at most 200 characters")
-            text = search.strip().lower()
-            if text:
-                where.append(cards.c.search_text.like(q.like_pattern(text), escape="\\"))
+        text = _search_text(search)
+        if text and self._uses_search_index(text):
+            # FTS5 trigram phrase = the exact substring, any case (quotes doubled inside).
+            phrase = '"' + text.replace('"', '""') + '"'
+            matching = sa.select(_FTS.c.rowid).where(
+                sa.literal_column(SQLITE_SEARCH_TABLE).op("MATCH")(phrase)
+            )
+            # ``holder_id + 0`` hides the column from the planner: it then walks the sort
+            # index and probes the match list instead of looking each match up.
+            key = cards.c.holder_id + sa.literal_column("0") if dense_search else cards.c.holder_id
+            where.append(key.in_(matching))
+        elif text:
+            where.append(cards.c.search_text.like(q.like_pattern(text), escape="\\"))
         if template_id is not None:
             where.append(cards.c.template_id == template_id)
         if template_version is not None:
@@ -1051,6 +1051,12 @@ class StampService:
             )
             where.append(ready if has_vouchers_ready else ~ready)
         return where
+
+    def _uses_search_index(self, search: str | None) -> bool:
+        """Whether a search for this text runs on SQLite's FTS5 trigram index (3 characters
+        or more: a trigram index cannot answer shorter texts, which scan instead)."""
+        text = _search_text(search)
+        return bool(text) and self.store.has_search_index and len(text or "") >= 3
 
     async def card_history(self, serial: str) -> list[JournalEntry]:
         """The card's events, oldest first (also for a deleted card: the journal is kept).
@@ -1623,6 +1629,59 @@ def _outbox_row(
     }
 
 
+#: SQLite's FTS5 search table (see store.schema); its rowid is the card's holder_id.
+_FTS = sa.table(SQLITE_SEARCH_TABLE, sa.column("rowid", sa.Integer))
+
+
+def _search_text(search: object) -> str | None:
+    """The search text, trimmed and lower-cased (None or "" for no search)."""
+    if search is None:
+        return None
+    if not isinstance(search, str) or len(search) > 200:
+        raise CardInputError("search must be a text of at most 200 characters")
+    return search.strip().lower()
+
+
+def _summary_select(
+    where: Sequence[sa.ColumnElement[bool]],
+    order: Sequence[sa.ColumnElement[Any]],
+    offset: int,
+    limit: int,
+) -> sa.Select[Any]:
+    """One page of the issued-cards list. Platforms and ready vouchers are read afterwards for
+    the page's serials: as subqueries here PostgreSQL would run them for every row an OFFSET
+    skips too."""
+    return (
+        sa.select(
+            cards.c.serial,
+            cards.c.template_id,
+            cards.c.template_version,
+            cards.c.stamps,
+            cards.c.state,
+            cards.c.created_at,
+            cards.c.last_stamp_at,
+            holders.c.name,
+            holders.c.email,
+            holders.c.phone,
+            holders.c.birthday,
+            templates.c.name.label("template_name"),
+            templates.c.stamps_required,
+        )
+        .join(holders, holders.c.id == cards.c.holder_id)
+        .join(
+            templates,
+            sa.and_(
+                templates.c.id == cards.c.template_id,
+                templates.c.version == cards.c.template_version,
+            ),
+        )
+        .where(*where)
+        .order_by(*order)
+        .offset(offset)
+        .limit(limit)
+    )
+
+
 def _vouchers_ready(conn: Connection, serials: Sequence[str]) -> dict[str, int]:
     if not serials:
         return {}
@@ -1649,11 +1708,14 @@ def _card_order(sort: str) -> list[sa.ColumnElement[Any]]:
     if key not in columns:
         raise CardInputError(f"cannot sort by {sort!r}: use one of {', '.join(SORT_KEYS)}")
     column = columns[key]
+    # NULLS LAST only where NULLs exist: on a NOT NULL column it would stop PostgreSQL from
+    # walking the index backwards (DESC NULLS LAST is not the index's order), forcing a sort.
+    nullable = key in ("last_stamp_at", "name")
     if descending:
-        primary = column.desc().nulls_last()
+        primary = column.desc().nulls_last() if nullable else column.desc()
         tie = cards.c.serial.desc()
     else:
-        primary = column.asc().nulls_last()
+        primary = column.asc().nulls_last() if nullable else column.asc()
         tie = cards.c.serial.asc()
     return [primary] if key == "serial" else [primary, tie]
 

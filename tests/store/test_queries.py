@@ -173,3 +173,51 @@ async def test_export_csv_streams_every_card_in_batches(
     with pytest.raises(CardInputError):
         async for _ in service.export_csv(batch_size=0):
             pass
+
+
+async def test_search_texts_with_quotes_wildcards_and_short_texts(
+    service: StampService, clock: Clock
+) -> None:
+    """The same substring semantics on every path (SQLite: FTS5 from 3 characters, LIKE
+    below; PostgreSQL: LIKE with its trigram index): quotes and wildcards are literal."""
+    bob = (await service.issue_card("coffee", Holder(name='Bob "The Builder" 100%'))).card
+    clock.advance(minutes=1)
+    await service.issue_card("coffee", Holder(name="Bobby Tables", email="x_y@example.com"))
+
+    async def found(text: str) -> list[str]:
+        return [c.holder.name or "" for c in (await service.list_cards(search=text)).items]
+
+    assert await found('"the builder"') == [bob.holder.name]
+    assert await found('r" 100%') == [bob.holder.name]
+    assert await found("100%") == [bob.holder.name]
+    assert await found("1%0") == []
+    assert await found("x_y") == ["Bobby Tables"]
+    assert await found("x%y") == []
+    assert await found("bob") == ["Bobby Tables", bob.holder.name]  # newest first
+    assert await found("bo") == ["Bobby Tables", bob.holder.name]  # short: scanned
+    assert await found("t") == ["Bobby Tables", bob.holder.name]
+    assert await found("!?") == []  # (a serial has letters and digits only)
+
+
+async def test_search_pages_through_many_matches_in_order(
+    service: StampService, clock: Clock
+) -> None:
+    """Pages of a search with many matches (on SQLite the sort index is walked then) agree
+    with the full list, in both directions."""
+    serials = []
+    for i in range(8):
+        clock.advance(minutes=1)
+        name = f"Ann {i}" if i != 3 else "Someone Else"
+        serials.append((await service.issue_card("coffee", Holder(name=name))).card.serial)
+    anns = [s for i, s in enumerate(serials) if i != 3]
+    for sort, expected in (("-created_at", anns[::-1]), ("created_at", anns)):
+        paged: list[str] = []
+        for offset in range(0, 8, 2):
+            page = await service.list_cards(search="ann", sort=sort, offset=offset, limit=2)
+            assert page.total == len(anns)
+            paged.extend(c.serial for c in page.items)
+        assert paged == expected
+    by_serial = await service.list_cards(search="ann", sort="-serial", limit=3)
+    assert [c.serial for c in by_serial.items] == sorted(anns, reverse=True)[:3]
+    await service.delete_card(anns[0])
+    assert (await service.list_cards(search="ann", limit=1)).total == len(anns) - 1

@@ -8,6 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from passkit_stamps.errors import StoreError
+from passkit_stamps.model import CardTemplate, Holder
+from passkit_stamps.service import StampService
 from passkit_stamps.store import SCHEMA_VERSION, Store, normalize_url
 from passkit_stamps.store.schema import schema_version
 
@@ -71,3 +73,48 @@ async def test_sqlite_settings(tmp_path: Path) -> None:
         assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
         assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
         assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 5000
+        assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        # The worker-thread connections the service's transactions use are set up the same way.
+        settings = await store.run_read(
+            lambda c: [
+                c.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("journal_mode", "synchronous")
+            ]
+        )
+        assert settings == ["wal", 1]
+
+
+async def test_sqlite_synchronous_is_configurable(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    async with await Store.open(url, sqlite_synchronous="full") as store:
+        assert await store.run_read(lambda c: c.exec_driver_sql("PRAGMA synchronous").scalar()) == 2
+    with pytest.raises(StoreError, match="sqlite_synchronous"):
+        await Store.open(url, sqlite_synchronous="sometimes")
+
+
+async def test_upgrade_from_schema_1_indexes_existing_cards_for_search(
+    tmp_path: Path, coffee: CardTemplate
+) -> None:
+    """A database written by schema 1 (no FTS table) gets the search index, filled, on open."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    async with await Store.open(url) as store:
+        service = StampService(store)
+        await service.publish_template(coffee)
+        await service.issue_card("coffee", Holder(name="Ada Lovelace"))
+        async with store.write() as conn:  # back to what schema 1 left behind
+            for sql in (
+                "DROP TRIGGER cards_search_insert",
+                "DROP TRIGGER cards_search_update",
+                "DROP TRIGGER cards_search_delete",
+                "DROP TABLE cards_search",
+                "DROP INDEX ix_cards_holder_live",
+                "CREATE INDEX ix_cards_search ON cards (search_text)",
+                "DELETE FROM schema_version WHERE version = 2",
+            ):
+                await conn.exec_driver_sql(sql)
+    async with await Store.open(url) as store:
+        assert store.has_search_index
+        assert await store.schema_version() == SCHEMA_VERSION
+        service = StampService(store)
+        assert (await service.list_cards(search="lovelace")).total == 1
+        await service.issue_card("coffee", Holder(name="Ada Byron"))
+        assert (await service.list_cards(search="ada")).total == 2

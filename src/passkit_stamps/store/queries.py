@@ -189,6 +189,10 @@ def update_card(
 ) -> None:
     values = codec.card_row(new, holder_id)
     values["b_serial"] = values.pop("serial")
+    del values["holder_id"]  # never changes
+    if new.holder == old.holder:
+        # Unchanged: leaving it out of SET spares its index entries and the search trigger.
+        del values["search_text"]
     values.update(change_tag=change_tag, updated_at=now)
     if deleted_at is not None:
         values["deleted_at"] = deleted_at

@@ -17,7 +17,12 @@ from sqlalchemy.engine import Connection
 from ..errors import StoreError
 
 #: The schema version this library writes. Raise it together with a new step in UPGRADES.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: SQLite's search index (step 2): an FTS5 table with the trigram tokenizer over
+#: ``cards.search_text``, keyed by the card's ``holder_id`` (every card has a holder row of its
+#: own; a shared one would fail loudly on insert). Kept in step by triggers.
+SQLITE_SEARCH_TABLE = "cards_search"
 
 #: 64-bit ids; SQLite only auto-increments an INTEGER PRIMARY KEY (its rowid), hence the variant.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -94,8 +99,8 @@ cards = sa.Table(
     sa.Column("authentication_token", sa.String(128), nullable=False),
     sa.Column("message", sa.String(1000)),
     sa.Column("language", sa.String(16)),
-    # Lower-cased serial, name, email and phone: one column a search scans (or a trigram index
-    # serves on PostgreSQL), kept in step with the holder by the service.
+    # Lower-cased serial, name, email and phone: one column a search matches, kept in step with
+    # the holder by the service; served by a trigram index (PostgreSQL: pg_trgm, SQLite: FTS5).
     sa.Column("search_text", sa.String(700), nullable=False),
     sa.Column("change_tag", sa.BigInteger, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
@@ -107,7 +112,6 @@ cards = sa.Table(
     sa.Index("ix_cards_created", "created_at", "serial"),
     sa.Index("ix_cards_change_tag", "change_tag"),
     sa.Index("ix_cards_holder", "holder_id"),
-    sa.Index("ix_cards_search", "search_text"),
     sa.Index("ix_cards_state", "state"),
 )
 
@@ -245,9 +249,71 @@ def utc(value: datetime | None) -> datetime | None:
 def _step_1(conn: Connection) -> None:
     """The first schema: every table above, and the change-tag counter at 0."""
     metadata.create_all(conn)
+    # Released with step 1 (dropped again by step 2): a B-tree cannot serve a substring search.
+    conn.execute(sa.text("CREATE INDEX ix_cards_search ON cards (search_text)"))
     conn.execute(counters.insert().values(name="change_tag", value=0))
     if conn.dialect.name == "postgresql":
         _postgres_trigram_index(conn)
+
+
+def _step_2(conn: Connection) -> None:
+    """Search: drop the useless B-tree on search_text; on SQLite add the FTS5 trigram index.
+
+    PostgreSQL already has its pg_trgm index from step 1 (when the extension can be had).
+    """
+    conn.execute(sa.text("DROP INDEX IF EXISTS ix_cards_search"))
+    if conn.dialect.name == "sqlite":
+        _sqlite_search_index(conn)
+
+
+def _sqlite_search_index(conn: Connection) -> None:
+    """An FTS5 trigram table over cards.search_text (substring search with an index), its
+    triggers, and a covering index so counting matches needs no table rows.
+
+    Optional by design: SQLite builds without FTS5 or older than 3.34 (no trigram tokenizer)
+    skip it and search scans the table.
+    """
+    savepoint = conn.begin_nested()
+    try:
+        conn.execute(
+            sa.text(
+                f"CREATE VIRTUAL TABLE {SQLITE_SEARCH_TABLE} USING fts5(search_text, "
+                "tokenize='trigram')"
+            )
+        )
+        savepoint.commit()
+    except sa.exc.OperationalError:
+        savepoint.rollback()
+        return
+    table = SQLITE_SEARCH_TABLE
+    for statement in (
+        f"INSERT INTO {table}(rowid, search_text) SELECT holder_id, search_text FROM cards",
+        # The update trigger fires only when the text (or the holder) really changed: most
+        # card updates (stamps) leave the index alone.
+        f"""CREATE TRIGGER cards_search_insert AFTER INSERT ON cards BEGIN
+              INSERT INTO {table}(rowid, search_text) VALUES (new.holder_id, new.search_text);
+            END""",
+        f"""CREATE TRIGGER cards_search_update AFTER UPDATE OF search_text, holder_id ON cards
+            WHEN old.search_text IS NOT new.search_text OR old.holder_id IS NOT new.holder_id
+            BEGIN
+              DELETE FROM {table} WHERE rowid = old.holder_id;
+              INSERT INTO {table}(rowid, search_text) VALUES (new.holder_id, new.search_text);
+            END""",
+        f"""CREATE TRIGGER cards_search_delete AFTER DELETE ON cards BEGIN
+              DELETE FROM {table} WHERE rowid = old.holder_id;
+            END""",
+        "CREATE INDEX ix_cards_holder_live ON cards (holder_id, deleted_at)",
+    ):
+        conn.execute(sa.text(statement))
+
+
+def has_search_index(conn: Connection) -> bool:
+    """Whether this SQLite database has the FTS5 search table (see :func:`_step_2`)."""
+    found = conn.execute(
+        sa.text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"),
+        {"name": SQLITE_SEARCH_TABLE},
+    ).scalar()
+    return found is not None
 
 
 def _postgres_trigram_index(conn: Connection) -> None:
@@ -285,7 +351,7 @@ def _postgres_trigram_index(conn: Connection) -> None:
 
 
 #: Ordered upgrade steps: (version reached, step). Append only; never edit a released step.
-UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _step_1),)
+UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _step_1), (2, _step_2))
 
 
 def current_version(conn: Connection) -> int:

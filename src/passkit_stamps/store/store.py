@@ -84,6 +84,8 @@ class Store:
         self.connect_args: dict[str, Any] = dict(connect_args or {})
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.is_postgres = engine.dialect.name == "postgresql"
+        #: SQLite: whether the FTS5 trigram search table exists (set by :meth:`open`).
+        self.has_search_index = False
         self._write_lock = asyncio.Lock()
         #: SQLite: the plain sqlite3 engine that :meth:`run_write` / :meth:`run_read` use, the one
         #: writer thread (keeps its connection warm) and the reader threads.
@@ -150,6 +152,8 @@ class Store:
         try:
             async with store.write() as conn:
                 await conn.run_sync(schema.upgrade)
+                if store.is_sqlite:
+                    store.has_search_index = await conn.run_sync(schema.has_search_index)
         except StoreError:
             await store.close()
             raise
