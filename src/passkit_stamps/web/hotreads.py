@@ -22,6 +22,7 @@ The statements are SQLAlchemy Core, compiled once for the store's dialect, so th
 from __future__ import annotations
 
 import sqlite3
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -155,6 +156,8 @@ class HotReads:
                 check_same_thread=False,  # used from whichever thread runs the event loop
             )
             conn.execute("PRAGMA query_only=ON")
+            # The app has no shutdown hook of its own: close the connection with this object.
+            weakref.finalize(self, conn.close)
             self._sqlite = conn
         return self._sqlite
 
