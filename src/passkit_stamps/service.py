@@ -187,13 +187,16 @@ class Page(Generic[T]):
     """One page of results and the total number matching."""
 
     items: tuple[T, ...]
+    #: The number matching; with ``total_exact`` False, a lower bound (the count was capped).
     total: int
     offset: int
     limit: int
+    total_exact: bool = True
 
     @property
     def has_more(self) -> bool:
-        return self.offset + len(self.items) < self.total
+        # A capped total was counted past the page (see list_cards), so more exist.
+        return self.offset + len(self.items) < self.total or not self.total_exact
 
 
 class PassContent(NamedTuple):
@@ -932,11 +935,20 @@ class StampService:
         sort: str = "-created_at",
         offset: int = 0,
         limit: int = 50,
+        count_limit: int | None = None,
     ) -> Page[CardSummary]:
         """The issued cards: search (card number, name, email or phone; a substring, any case),
         filters, sorted by ``sort`` (one of created_at, last_stamp_at, stamps, serial, name;
-        ``-`` for descending), one page of ``limit`` (<= 500) from ``offset``, with the total."""
+        ``-`` for descending), one page of ``limit`` (<= 500) from ``offset``, with the total.
+
+        ``count_limit`` (e.g. 1000 for a search box): count at most that many cards past
+        ``offset`` (``Page.total_exact`` False when more match, ``total`` then a lower bound).
+        Counting every match of an unselective search is most of its time."""
         offset, limit = _check_page(offset, limit)
+        if count_limit is not None and (
+            not isinstance(count_limit, int) or isinstance(count_limit, bool) or count_limit < 1
+        ):
+            raise CardInputError(f"count_limit must be a whole number >= 1, got {count_limit!r}")
         filters: dict[str, Any] = {
             "search": search,
             "template_id": template_id,
@@ -948,8 +960,15 @@ class StampService:
             "has_vouchers_ready": has_vouchers_ready,
         }
         where = self._card_filters(**filters)
+        searching = bool(_search_text(search))
         order = _card_order(sort)
         count = sa.select(sa.func.count()).select_from(cards).where(*where)
+        cap: int | None = None
+        if count_limit is not None:
+            # Count at most past the page: total stays exact for every page it reaches.
+            cap = offset + max(count_limit, limit)
+            capped = sa.select(cards.c.serial).where(*where).limit(cap + 1).subquery()
+            count = sa.select(sa.func.count()).select_from(capped)
         # SQLite + FTS: with many matches, walking the created_at (or serial) index and checking
         # each card against the match list beats looking every match up and sorting them.
         can_walk = self._uses_search_index(search) and sort.removeprefix("-") in (
@@ -960,25 +979,35 @@ class StampService:
         def body(
             conn: Connection,
         ) -> tuple[int, list[Any], dict[str, set[str]], dict[str, int]]:
-            total = int(conn.scalar(count) or 0)
-            if not total:
-                return 0, [], {}, {}
-            chosen = where
+            if searching and conn.dialect.name == "postgresql":
+                # Prepared statements switch to a generic plan after five runs; one plan cannot
+                # fit both "ada" (10% of the cards) and a full email (one card): the generic
+                # plan for the email scanned the whole table. Plan each search for its text.
+                conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
             if can_walk:
-                rows_ever = int(
-                    conn.scalar(
-                        sa.select(sa.func.max(sa.literal_column("rowid"))).select_from(cards)
-                    )
-                    or 0
+                total = int(conn.scalar(count) or 0)
+                if not total:
+                    return 0, [], {}, {}
+                rows_ever = int(conn.scalar(_CARDS_ROWS_EVER) or 0)
+                # Walked rows ~ rows_ever / total * (offset + limit); looked-up rows ~ total
+                # (a count that hit its cap: at least that many, walk).
+                dense = (cap is not None and total > cap) or total * total >= rows_ever * (
+                    offset + limit
                 )
-                # Walked rows ~ rows_ever / total * (offset + limit); looked-up rows ~ total.
-                if total * total >= rows_ever * (offset + limit):
-                    chosen = self._card_filters(**filters, dense_search=True)
-            rows = list(conn.execute(_summary_select(chosen, order, offset, limit)).mappings())
+                chosen = self._card_filters(**filters, dense_search=True) if dense else where
+                rows = list(conn.execute(_summary_select(chosen, order, offset, limit)).mappings())
+            else:
+                rows = list(conn.execute(_summary_select(where, order, offset, limit)).mappings())
+                if len(rows) < limit and (rows or not offset):
+                    total = offset + len(rows)  # the last page: no count needed
+                else:
+                    total = int(conn.scalar(count) or 0)
             serials = [r["serial"] for r in rows]
             return total, rows, q.platforms(conn, serials), _vouchers_ready(conn, serials)
 
         total, rows, found, ready = await self.store.run_read(body)
+        exact = cap is None or total <= cap
+        total = total if exact or cap is None else cap
         items = tuple(
             CardSummary(
                 serial=r["serial"],
@@ -996,7 +1025,7 @@ class StampService:
             )
             for r in rows
         )
-        return Page(items, total, offset, limit)
+        return Page(items, total, offset, limit, total_exact=exact)
 
     def _card_filters(
         self,
@@ -1631,6 +1660,10 @@ def _outbox_row(
 
 #: SQLite's FTS5 search table (see store.schema); its rowid is the card's holder_id.
 _FTS = sa.table(SQLITE_SEARCH_TABLE, sa.column("rowid", sa.Integer))
+#: SQLite: the largest rowid of cards, about how many cards were ever stored (an index lookup).
+_CARDS_ROWS_EVER: sa.Select[Any] = sa.select(sa.func.max(sa.literal_column("rowid"))).select_from(
+    cards
+)
 
 
 def _search_text(search: object) -> str | None:

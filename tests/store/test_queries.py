@@ -221,3 +221,22 @@ async def test_search_pages_through_many_matches_in_order(
     assert [c.serial for c in by_serial.items] == sorted(anns, reverse=True)[:3]
     await service.delete_card(anns[0])
     assert (await service.list_cards(search="ann", limit=1)).total == len(anns) - 1
+
+
+async def test_search_count_can_be_capped(service: StampService, clock: Clock) -> None:
+    for i in range(7):
+        clock.advance(minutes=1)
+        await service.issue_card("coffee", Holder(name=f"Ann {i}"))
+    exact = await service.list_cards(search="ann", limit=2)
+    assert (exact.total, exact.total_exact) == (7, True)
+    capped = await service.list_cards(search="ann", limit=2, count_limit=3)
+    assert (capped.total, capped.total_exact, capped.has_more) == (3, False, True)
+    assert [c.serial for c in capped.items] == [c.serial for c in exact.items]
+    # The cap counts past the page: the last pages see the exact total again.
+    last = await service.list_cards(search="ann", offset=6, limit=2, count_limit=3)
+    assert (last.total, last.total_exact, last.has_more, len(last.items)) == (7, True, False, 1)
+    roomy = await service.list_cards(search="ann", count_limit=100)
+    assert (roomy.total, roomy.total_exact) == (7, True)
+    for bad in (0, -1, True, "5"):
+        with pytest.raises(CardInputError):
+            await service.list_cards(count_limit=bad)  # type: ignore[arg-type]
