@@ -1412,7 +1412,7 @@ class StampService:
         when ``tag`` is None or not one of ours), and the tag to hand back as ``lastUpdated``.
         An empty list means "no updates" (HTTP 204)."""
         _check_text(device_id, "device library identifier", 128)
-        since = int(tag) if isinstance(tag, str) and tag.isdigit() and len(tag) <= 18 else None
+        since = parse_update_tag(tag)
         if not self._check_pass_type(pass_type_identifier):
             return [], tag or "0"
         query = (
@@ -1427,13 +1427,10 @@ class StampService:
         if since is not None:
             query = query.where(cards.c.change_tag > since)
 
-        def body(conn: Connection) -> list[Any]:
-            return list(conn.execute(query))
+        def body(conn: Connection) -> list[tuple[str, int]]:
+            return [(r.serial, r.change_tag) for r in conn.execute(query)]
 
-        rows = await self.store.run_read(body)
-        if not rows:
-            return [], tag if since is not None and tag is not None else "0"
-        return [r.serial for r in rows], str(max(r.change_tag for r in rows))
+        return updated_serials_answer(await self.store.run_read(body), tag)
 
     async def record_platform(self, serial: str, platform: Platform | str, added: bool) -> bool:
         """Note that the card was saved to (or removed from) a wallet or opened on the web;
@@ -1554,6 +1551,24 @@ class StampService:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def parse_update_tag(tag: str | None) -> int | None:
+    """The change tag a device sent as ``passesUpdatedSince``; None when absent or not ours
+    (then every registered pass is listed, so a device never misses an update)."""
+    if isinstance(tag, str) and tag.isascii() and tag.isdigit() and len(tag) <= 18:
+        return int(tag)
+    return None
+
+
+def updated_serials_answer(
+    rows: Sequence[tuple[str, int]], tag: str | None
+) -> tuple[list[str], str]:
+    """Apple's answer from the (serial, change tag) rows changed since ``tag``: the serials and
+    the tag to hand back as ``lastUpdated`` (an opaque string that only moves forward)."""
+    if not rows:
+        return [], tag if parse_update_tag(tag) is not None and tag is not None else "0"
+    return [serial for serial, _ in rows], str(max(change_tag for _, change_tag in rows))
 
 
 def _event_row(e: Event, actor: str | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..service import parse_update_tag, updated_serials_answer
 from .config import WebConfig
 from .devicelog import DeviceLog
 from .hotreads import HotReads
@@ -64,11 +65,8 @@ class WebContext:
         passes changed after ``tag``, all when ``tag`` is None or not ours, and the tag to hand
         back), read in one statement without a transaction."""
         assert self.reads is not None
-        since = int(tag) if isinstance(tag, str) and tag.isdigit() and len(tag) <= 18 else None
         wanted = self.service.pass_type_identifier
         if wanted is not None and not hmac.compare_digest(wanted, pass_type):
             return [], tag or "0"
-        rows = await self.reads.registered_serials(device, pass_type, since)
-        if not rows:
-            return [], tag if since is not None and tag is not None else "0"
-        return [serial for serial, _ in rows], str(max(change_tag for _, change_tag in rows))
+        rows = await self.reads.registered_serials(device, pass_type, parse_update_tag(tag))
+        return updated_serials_answer(rows, tag)
