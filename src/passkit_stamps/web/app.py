@@ -7,6 +7,8 @@ Django's ASGI handler; the passes it serves carry ``webServiceURL`` = public URL
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -70,8 +72,16 @@ def create_app(
 
         ctx.google = GoogleRuntime(ctx, config.google)
         routes += ctx.google.routes()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if ctx.google is not None:
+            await ctx.google.aclose()
+
     app = Starlette(
         routes=routes,
+        lifespan=lifespan,
         exception_handlers={RequestTooLargeError: _too_large, RequestError: _bad_request},
     )
     app.state.passkit_stamps = ctx

@@ -41,6 +41,11 @@ class GoogleWebConfig:
     #: (e.g. a fixed key set in tests, or another sender id).
     callback_options: dict[str, Any] = field(default_factory=dict)
     country_code: str | None = None
+    #: The REST client that inserts an object before a skinny Save link is followed (a
+    #: :class:`passkit_stamps.google.client.WalletClient`); made from ``service_account`` when
+    #: None, against ``api_base_url`` when given.
+    wallet_client: Any = None
+    api_base_url: str | None = None
 
 
 @dataclass(frozen=True)

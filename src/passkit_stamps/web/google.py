@@ -9,7 +9,8 @@ answers 200 at once; a message that fails verification gets 400 (retrying cannot
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,14 +25,15 @@ from ..errors import (
     RequestError,
 )
 from ..google import ids
-from ..google.builders import GoogleSettings, build_loyalty_class, build_loyalty_object
+from ..google.builders import GoogleSettings, Resource, build_loyalty_class, build_loyalty_object
 from ..google.callbacks import (
     CallbackEvent,
     CallbackEventType,
     MemoryNonceStore,
     verify_callback,
 )
-from ..google.savelink import SaveLinkSigner
+from ..google.client import WalletClient
+from ..google.savelink import SaveLink, SaveLinkSigner
 from . import requests as rq
 from .config import GOOGLE_CALLBACK_PATH, GoogleWebConfig
 
@@ -63,6 +65,8 @@ class GoogleRuntime:
         # One nonce store per app: Google retries deliveries, a retry must not count twice.
         options.setdefault("nonce_store", MemoryNonceStore())
         self._callback_options = options
+        self._client: Any = google.wallet_client
+        self._owns_client = False
 
     def routes(self) -> list[Route]:
         if not self.config.callbacks:
@@ -71,11 +75,49 @@ class GoogleRuntime:
 
     def save_link(self, template: CardTemplate, card: Card) -> str:
         """A "Save to Google Wallet" link for ``card`` (class included when it fits)."""
+        return self._link(template, card)[0].url
+
+    def _link(self, template: CardTemplate, card: Card) -> tuple[SaveLink, Resource, Resource]:
         if self.signer is None:
             raise GoogleConfigError("no Google service account configured")
         obj = build_loyalty_object(template, card, self.settings)
         cls = build_loyalty_class(template, self.settings)
-        return self.signer.link(obj, loyalty_class=cls).url
+        return self.signer.link(obj, loyalty_class=cls), obj, cls
+
+    async def save_destination(self, template: CardTemplate, card: Card) -> str:
+        """Where the card page's Save button sends the holder.
+
+        A full link carries the object itself. A skinny one (the object was too large for a
+        link) only names it, so the object must exist at Google first: it is inserted here,
+        once, and remembered in the store (later changes reach Google by PATCH).
+        """
+        link, obj, cls = self._link(template, card)
+        if link.skinny and await self.ctx.service.google_object(card.serial) is None:
+            await self.wallet_client().upsert_object(obj, loyalty_class=cls)
+            await self.ctx.service.save_google_object(
+                card.serial, str(obj["id"]), str(obj["classId"]), str(obj["state"]),
+                synced_at=datetime.now(UTC),
+            )  # fmt: skip
+        return link.url
+
+    def wallet_client(self) -> WalletClient:
+        """The REST client (made from the service account on first use)."""
+        if self._client is None:
+            if self.config.service_account is None:
+                raise GoogleConfigError("inserting objects needs a Google service account")
+            account = self.config.service_account
+            base_url = self.config.api_base_url
+            self._client = (
+                WalletClient(account, base_url=base_url) if base_url else WalletClient(account)
+            )
+            self._owns_client = True
+        return cast(WalletClient, self._client)
+
+    async def aclose(self) -> None:
+        """Close the REST client if the app made it."""
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     def serial_of(self, object_id: str) -> str | None:
         """The card serial behind one of our object ids (None for another issuer's id)."""

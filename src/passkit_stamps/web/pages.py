@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .. import images
 from ..engine import Platform
-from ..errors import CardNotFoundError, PasskitStampsError
-from ..model import Card, CardTemplate
+from ..errors import CardNotFoundError, GoogleWalletError, PasskitStampsError
 from . import requests as rq
 from .apple import PKPASS_TYPE
 from .cardpage import CardPageLinks, render_card_page
@@ -58,6 +57,7 @@ class CardPages:
         return [
             Route("/cards/{serial}/{secret}", self.page, methods=["GET", "HEAD"]),
             Route("/cards/{serial}/{secret}/pass.pkpass", self.pkpass, methods=["GET"]),
+            Route("/cards/{serial}/{secret}/google", self.google_save, methods=["GET"]),
         ]
 
     async def _card(self, request: Request) -> CardDetails | None:
@@ -90,7 +90,7 @@ class CardPages:
             stamp_grid=root + IMAGES_PATH + "/" + images.image_name(template, "hero", card.stamps),
             logo=logo,
             apple_pass=page_path + "/pass.pkpass",
-            google_save=await self._google_link(template, card),
+            google_save=page_path + "/google" if self._google_ready() else None,
         )
         html = await run_in_threadpool(render_card_page, template, card, links)
         return HTMLResponse(html, headers=_PAGE_HEADERS)
@@ -110,12 +110,23 @@ class CardPages:
         with contextlib.suppress(CardNotFoundError):  # deleted between the two reads
             await self.ctx.service.record_platform(serial, Platform.WEB, True)
 
-    async def _google_link(self, template: CardTemplate, card: Card) -> str | None:
-        google = self.ctx.google
-        if google is None or google.signer is None:
-            return None
+    def _google_ready(self) -> bool:
+        return self.ctx.google is not None and self.ctx.google.signer is not None
+
+    async def google_save(self, request: Request) -> Response:
+        """The Save button: inserts the object when its link is skinny, then redirects to
+        Google. Signing and any API call happen on the click, not on every page view."""
+        details = await self._card(request)
+        if details is None or not self._google_ready():
+            return _not_found()
         try:
-            return str(await run_in_threadpool(google.save_link, template, card))
-        except PasskitStampsError as exc:  # the page still works without the button
-            logger.warning("no Google Save link for card %s: %s", card.serial, exc)
-            return None
+            url = await self.ctx.google.save_destination(details.template, details.card)
+        except GoogleWalletError as exc:
+            logger.warning("Google Save for card %s failed: %s", details.card.serial, exc)
+            return Response(
+                "Google Wallet cannot take this card right now; please try again later.\n",
+                status_code=502,
+                media_type="text/plain",
+                headers=_PAGE_HEADERS,
+            )
+        return RedirectResponse(url, status_code=303, headers=_PAGE_HEADERS)
