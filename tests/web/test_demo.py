@@ -45,3 +45,15 @@ def test_serve_needs_its_options(tmp_path) -> None:  # type: ignore[no-untyped-d
     result = runner.invoke(main, ["serve", "--secret-key", "abc"])
     assert result.exit_code != 0
     assert "secret-key must be at least 16 bytes" in result.output
+
+
+def test_serve_needs_a_secret_key_for_card_pages(tmp_path, dev_pki) -> None:  # type: ignore[no-untyped-def]
+    args = [
+        "serve", "--db", f"sqlite:///{tmp_path}/x.db", "--public-url", "https://stamps.example",
+        "--p12", str(dev_pki.signer_p12), "--p12-password", dev_pki.p12_password,
+        "--wwdr", str(dev_pki.wwdr_cert),
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, args, env={"PASSKIT_STAMPS_SECRET_KEY": None})
+    assert result.exit_code == 1
+    assert "--secret-key is required" in result.output
+    assert "Traceback" not in result.output

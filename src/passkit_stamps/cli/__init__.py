@@ -8,6 +8,7 @@ non-zero exit, never a traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -18,8 +19,15 @@ from ..errors import PasskitStampsError
 
 def one_line(exc: BaseException) -> str:
     """An error as one line: multi-line messages (template problems, pass reasons) joined."""
-    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip()]
-    return "; ".join(lines) or type(exc).__name__
+    # Drop list bullets ("  - reason"), not the dashes of option names ("--wwdr").
+    lines = [re.sub(r"^\s*-\s+", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    for line in lines[1:]:
+        text += (" " if text.endswith(":") else "; ") + line
+    return text
 
 
 class _Group(click.Group):

@@ -58,8 +58,8 @@ def _secret_key(value: str | None) -> bytes | None:
 @click.option(
     "--secret-key",
     envvar=_env("secret_key"),
-    help="Key for card page URLs (hex or base64, >= 16 bytes). Default: derived "
-    "from the signing key.",
+    help="Key for card page URLs (hex or base64, >= 16 bytes); keep it stable: changing it "
+    "changes every card page URL. Required (the demo makes its own).",
 )
 @click.option(
     "--allow-http",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -12,7 +10,7 @@ from ..errors import WebConfigError
 from .requests import page_secret
 
 if TYPE_CHECKING:
-    from ..apple.credentials import SigningCredentials
+    pass
 
 #: Paths of the app's own pages, relative to where it is mounted.
 IMAGES_PATH = "/images"
@@ -120,19 +118,6 @@ class WebConfig:
     def card_page_url(self, serial: str) -> str:
         """The card page's public URL (the merchant's "share URL" for the card)."""
         return self.base_url + self.card_page_path(serial)
-
-
-def secret_key_from_credentials(credentials: SigningCredentials) -> bytes:
-    """A stable page-secret key derived from the Apple signing key (when none is configured):
-    secret, and the same on every restart and every server sharing the credentials."""
-    from cryptography.hazmat.primitives import serialization
-
-    der = credentials.private_key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return hmac.new(hashlib.sha256(der).digest(), b"passkit-stamps card pages", "sha256").digest()
 
 
 def card_page_url(config: WebConfig, serial: str) -> str:

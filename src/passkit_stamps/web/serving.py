@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..apple.credentials import SigningCredentials
 from ..errors import WebConfigError
-from .config import GoogleWebConfig, WebConfig, secret_key_from_credentials
+from .config import GoogleWebConfig, WebConfig
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,13 @@ def web_config(options: ServeOptions, credentials: SigningCredentials) -> WebCon
     """The app's configuration from the options."""
     if not options.public_url:
         raise WebConfigError("--public-url is required (the HTTPS address devices reach)")
+    if options.secret_key is None:
+        # Not derived from the signing key: certificates are renewed yearly, and every shared
+        # card page URL would change with them.
+        raise WebConfigError(
+            "--secret-key is required: a stable random key for card page URLs "
+            "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+        )
     google = None
     if options.google_issuer_id:
         account = None
@@ -73,7 +80,7 @@ def web_config(options: ServeOptions, credentials: SigningCredentials) -> WebCon
     return WebConfig(
         public_url=options.public_url,
         mount_path=options.mount_path,
-        secret_key=options.secret_key or secret_key_from_credentials(credentials),
+        secret_key=options.secret_key,
         allow_http=options.allow_http,
         google=google,
     )
