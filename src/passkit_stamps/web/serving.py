@@ -166,9 +166,12 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
                 host=options.host,
                 port=options.port,
                 log_level="info",
+                # Request paths carry secrets (card page secrets, device library identifiers):
+                # never write them to an access log.
+                access_log=False,
                 proxy_headers=True,
                 server_header=False,
-                lifespan="off",
+                lifespan="on",  # closes the Google REST client on shutdown
             )
         )
         if ready is not None:
