@@ -26,6 +26,16 @@ async def test_round_trip_keeps_every_field_and_image(
         await service.get_template("tea")
 
 
+async def test_round_trip_keeps_the_default_language(
+    service: StampService, salon: CardTemplate
+) -> None:
+    # Dict equality ignores order, but the first language is the template's default.
+    fresh = StampService(service.store)  # no in-memory template cache
+    stored = await fresh.get_template("salon", 1)
+    assert stored.languages == salon.languages == ("en", "de")
+    assert stored.default_language == "en"
+
+
 async def test_identical_publish_is_a_no_op(service: StampService, coffee: CardTemplate) -> None:
     before = await counts(service.store)
     result = await service.publish_template(coffee)

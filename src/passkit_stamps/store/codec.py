@@ -45,6 +45,8 @@ class EncodedTemplate:
             self.images[sha] = image
             refs[key] = sha
         data["design"].update(refs)
+        # The first language is the template's default: keep the order through sort_keys.
+        data["texts"] = [[lang, texts] for lang, texts in data["texts"].items()]
         self.data = data
         self.content = _canonical(data)
         self.content_digest = hashlib.sha256(self.content.encode()).hexdigest()
@@ -54,6 +56,8 @@ class EncodedTemplate:
 def decode_template(content: str, images: Mapping[str, bytes]) -> CardTemplate:
     """The template back from its stored JSON and the images it references."""
     data = json.loads(content)
+    if isinstance(data["texts"], list):
+        data["texts"] = dict(data["texts"])
     design = data["design"]
     for key in IMAGE_KEYS:
         sha = design.get(key)
