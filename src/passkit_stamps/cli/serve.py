@@ -38,6 +38,27 @@ def _secret_key(value: str | None) -> bytes | None:
     raise WebConfigError("--secret-key must be at least 16 bytes, written as hex or base64")
 
 
+# Options that `serve` and `demo` share.
+_host = click.option("--host", envvar=_env("host"), default="127.0.0.1", show_default=True)
+_port = click.option("--port", envvar=_env("port"), default=8000, show_default=True, type=int)
+_demo_dir = click.option(
+    "--demo-dir",
+    envvar=_env("demo_dir"),
+    default="demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+_templates = click.option(
+    "--templates",
+    "templates_dir",
+    envvar=_env("templates"),
+    default="templates",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Sample templates the demo publishes.",
+)
+
+
 @click.command("serve")
 @click.option("--db", envvar=_env("db"), help="Store URL: sqlite:///file.db or postgresql://...")
 @click.option(
@@ -52,8 +73,8 @@ def _secret_key(value: str | None) -> bytes | None:
     show_default=True,
     help="Path the app is mounted under behind the proxy, e.g. /wallet.",
 )
-@click.option("--host", envvar=_env("host"), default="127.0.0.1", show_default=True)
-@click.option("--port", envvar=_env("port"), default=8000, show_default=True, type=int)
+@_host
+@_port
 @signing_options(_env)
 @click.option(
     "--secret-key",
@@ -91,22 +112,8 @@ def _secret_key(value: str | None) -> bytes | None:
     envvar=_env("demo"),
     help="Run the local demo (./demo, development certificates, sample cards).",
 )
-@click.option(
-    "--demo-dir",
-    envvar=_env("demo_dir"),
-    default="demo",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
-@click.option(
-    "--templates",
-    "templates_dir",
-    envvar=_env("templates"),
-    default="templates",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Sample templates the demo publishes.",
-)
+@_demo_dir
+@_templates
 def serve_command(**options: Any) -> None:
     """Serve the pass web service, images, card pages and Google callbacks with uvicorn."""
     from ..web.serving import ServeOptions, run
@@ -115,23 +122,10 @@ def serve_command(**options: Any) -> None:
 
 
 @click.command("demo")
-@click.option("--host", envvar=_env("host"), default="127.0.0.1", show_default=True)
-@click.option("--port", envvar=_env("port"), default=8000, show_default=True, type=int)
-@click.option(
-    "--demo-dir",
-    envvar=_env("demo_dir"),
-    default="demo",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
-@click.option(
-    "--templates",
-    "templates_dir",
-    envvar=_env("templates"),
-    default="templates",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
+@_host
+@_port
+@_demo_dir
+@_templates
 def demo_command(host: str, port: int, demo_dir: Path, templates_dir: Path) -> None:
     """Run the demo on this machine: no Apple or Google account needed (same as serve --demo)."""
     from ..web.serving import ServeOptions, run
