@@ -180,6 +180,51 @@ def test_missing_keys_and_style(
     )
 
 
+def test_duplicate_field_keys(credentials: SigningCredentials, make_pkpass: PkpassFactory) -> None:
+    # Keys must be unique across the whole pass (Wallet refuses the pass otherwise).
+    style = {
+        "primaryFields": [{"key": "stamps", "value": "2/8"}],
+        "backFields": [{"key": "terms", "value": "a"}, {"key": "stamps", "value": "b"}],
+    }
+    files = content(credentials, storeCard=style)
+    assert reasons_of(make_pkpass(files=files)) == (
+        "pass.json field key 'stamps' is used more than once: keys must be unique across the pass",
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ["2026-01-01", "2026-01-01T10:00:00", "tomorrow", "2026-13-01T10:00:00Z", 20260101]
+)
+def test_dates_need_a_w3c_date_time_with_zone(
+    credentials: SigningCredentials, make_pkpass: PkpassFactory, value: object
+) -> None:
+    files = content(credentials, expirationDate=value)
+    assert reasons_of(make_pkpass(files=files)) == (
+        f"pass.json expirationDate {value!r} is not an ISO 8601 date and time with a time zone "
+        "(e.g. 2026-05-01T18:00:00+02:00)",
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ["2012-07-22T14:25-08:00", "2026-01-01T10:00:00Z", "2026-01-01T10:00:00.5+00:00"]
+)
+def test_w3c_dates_are_valid(
+    credentials: SigningCredentials, make_pkpass: PkpassFactory, value: str
+) -> None:
+    verify_pkpass(make_pkpass(files=content(credentials, relevantDate=value)))
+
+
+def test_web_service_url_and_token(
+    credentials: SigningCredentials, make_pkpass: PkpassFactory
+) -> None:
+    files = content(credentials, webServiceURL="https://x.example/v1/", authenticationToken="short")
+    assert reasons_of(make_pkpass(files=files)) == (
+        "pass.json webServiceURL 'https://x.example/v1/' ends in /v1: the device appends /v1/... "
+        "itself",
+        "pass.json authenticationToken must be a string of at least 16 characters",
+    )
+
+
 def test_identifiers_must_match_the_certificate(
     credentials: SigningCredentials, make_pkpass: PkpassFactory
 ) -> None:

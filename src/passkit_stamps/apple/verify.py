@@ -601,7 +601,65 @@ def _check_pass_json(
         )
     if "barcode" in value:
         warnings.append("pass.json uses the deprecated 'barcode' key; use 'barcodes'")
+    if len(styles) == 1:
+        _check_field_keys(value[styles[0]], reasons)
+    for key in _DATE_KEYS:
+        if key in value and not _is_w3c_date_time(value[key]):
+            reasons.append(
+                f"pass.json {key} {value[key]!r} is not an ISO 8601 date and time with a time "
+                "zone (e.g. 2026-05-01T18:00:00+02:00)"
+            )
+    url = value.get("webServiceURL")
+    if isinstance(url, str):
+        if url.rstrip("/").endswith("/v1"):
+            reasons.append(
+                f"pass.json webServiceURL {url!r} ends in /v1: the device appends /v1/... itself"
+            )
+        token = value.get("authenticationToken")
+        if not isinstance(token, str) or len(token) < 16:
+            reasons.append(
+                "pass.json authenticationToken must be a string of at least 16 characters"
+            )
     return value
+
+
+_FIELD_LISTS = ("headerFields", "primaryFields", "secondaryFields", "auxiliaryFields", "backFields")
+_DATE_KEYS = ("expirationDate", "relevantDate")
+# W3C date-time (what Apple documents): a time, optional seconds and fraction, and a zone.
+_W3C_DATE_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})"
+)
+
+
+def _check_field_keys(style: Any, reasons: list[str]) -> None:
+    """Field keys must be unique across the whole pass: Wallet refuses a pass that repeats one."""
+    if not isinstance(style, dict):
+        return
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for name in _FIELD_LISTS:
+        fields = style.get(name)
+        for item in fields if isinstance(fields, list) else ():
+            key = item.get("key") if isinstance(item, dict) else None
+            if not isinstance(key, str):
+                continue
+            if key in seen and key not in repeated:
+                repeated.append(key)
+            seen.add(key)
+    reasons.extend(
+        f"pass.json field key {key!r} is used more than once: keys must be unique across the pass"
+        for key in repeated
+    )
+
+
+def _is_w3c_date_time(value: Any) -> bool:
+    if not isinstance(value, str) or not _W3C_DATE_TIME.fullmatch(value):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:  # e.g. month 13
+        return False
+    return True
 
 
 def verify_pkpass(
