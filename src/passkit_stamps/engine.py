@@ -292,6 +292,8 @@ def _check_text(value: object, what: str, *, low: int, high: int) -> str:
     value = value.strip()
     if not low <= len(value) <= high:
         raise CardInputError(f"{what} must be {low} to {high} characters, got {len(value)}")
+    if "\x00" in value:  # PostgreSQL cannot store NUL in text; no backend should accept it
+        raise CardInputError(f"{what} must not contain NUL characters")
     return value
 
 

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -1263,8 +1264,12 @@ class StampService:
     # -- for the web app (Apple web service, card page, Google) ------------------------------
 
     def _check_pass_type(self, pass_type_identifier: str) -> bool:
-        if not isinstance(pass_type_identifier, str) or not 1 <= len(pass_type_identifier) <= 255:
-            raise CardInputError("pass type identifier must be 1 to 255 characters")
+        if (
+            not isinstance(pass_type_identifier, str)
+            or not 1 <= len(pass_type_identifier) <= 255
+            or "\x00" in pass_type_identifier  # PostgreSQL refuses NUL in text
+        ):
+            raise CardInputError("pass type identifier must be 1 to 255 characters, without NUL")
         wanted = self.pass_type_identifier
         return wanted is None or hmac.compare_digest(wanted, pass_type_identifier)
 
@@ -1685,8 +1690,9 @@ def _search_text(search: object) -> str | None:
     """The search text, trimmed and lower-cased (None or "" for no search)."""
     if search is None:
         return None
-    if not isinstance(search, str) or len(search) > 200:
-        raise CardInputError("search must be a text of at most 200 characters")
+    # NUL: PostgreSQL cannot take it in text and SQLite's FTS5 query parser chokes on it.
+    if not isinstance(search, str) or len(search) > 200 or "\x00" in search:
+        raise CardInputError("search must be a text of at most 200 characters, without NUL")
     return search.strip().lower()
 
 
@@ -1784,14 +1790,19 @@ def _enum(kind: Any, value: object, what: str) -> str:
         raise CardInputError(f"unknown {what} {value!r}: use one of {allowed}") from None
 
 
+#: What a card serial can be (the Card model's rule): anything else names no card. Checked before
+#: a query because PostgreSQL refuses some characters (NUL) with an untyped database error.
+_SERIAL = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 def _valid_serial(serial: object) -> bool:
-    return isinstance(serial, str) and 1 <= len(serial) <= 64
+    return isinstance(serial, str) and _SERIAL.fullmatch(serial) is not None
 
 
 def _check_serial(serial: object) -> None:
     if not isinstance(serial, str):
         raise CardInputError(f"serial must be a text, got {type(serial).__name__}")
-    if not 1 <= len(serial) <= 64:
+    if not _valid_serial(serial):
         raise CardNotFoundError(f"no card {serial!r:.80}")
 
 
