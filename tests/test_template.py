@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -304,6 +306,26 @@ def test_image_too_small_or_not_square(
     problem = only_problem(folder)
     assert problem.startswith(f"template.toml: design.{file.removesuffix('.png')}: ")
     assert reason in problem
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` pixels (IHDR only): what a decompression bomb
+    looks like before decoding."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_a_template_problem(tmp_path: Path, templates_dir: Path) -> None:
+    # Pillow raises DecompressionBombError (not an OSError) for such images: it must still
+    # become a TemplateError naming the image, not a traceback.
+    folder = make(tmp_path, templates_dir, files={"logo.png": huge_png_header(20_000, 20_000)})
+    problem = only_problem(folder)
+    assert problem.startswith("template.toml: design.logo: unreadable PNG image")
 
 
 def test_transparent_images_are_fine(tmp_path: Path, templates_dir: Path) -> None:

@@ -118,7 +118,14 @@ def check_png(data: bytes, role: ImageRole) -> bytes:
             img.verify()
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    # DecompressionBombError (a huge declared size) is not an OSError: catch it too.
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
         raise ValueError(f"unreadable PNG image ({exc})") from exc
     if width < role.min_width or height < role.min_height:
         raise ValueError(
