@@ -114,6 +114,14 @@ def test_if_modified_since_invalid_is_ignored(value: str | None) -> None:
     assert rq.if_modified_since(value) is None
 
 
+@pytest.mark.parametrize(
+    "value", ["Mon, 01 Jan 9999999999 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 -2359"]
+)
+def test_if_modified_since_out_of_range_is_ignored(value: str) -> None:
+    # Such dates overflow datetime (OverflowError, not ValueError): ignored, never a 500.
+    assert rq.if_modified_since(value) is None
+
+
 def test_http_date_round_trips_and_drops_microseconds() -> None:
     moment = datetime(2026, 5, 12, 10, 30, 15, 999_999, tzinfo=UTC)
     header = rq.http_date(moment)

@@ -97,11 +97,12 @@ def if_modified_since(value: str | None) -> datetime | None:
         return None
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if parsed.tzinfo is None:  # "-0000" means UTC without claiming a zone
+            parsed = parsed.replace(tzinfo=UTC)
+        # In UTC here, where a year-9999 date that overflows on conversion is still caught.
+        return parsed.astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if parsed.tzinfo is None:  # "-0000" means UTC without claiming a zone
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
 
 
 def http_date(moment: datetime) -> str:
