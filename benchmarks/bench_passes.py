@@ -34,8 +34,8 @@ from passkit_stamps import images
 from passkit_stamps.apple.bundle import PassBuilder
 from passkit_stamps.apple.credentials import SigningCredentials
 from passkit_stamps.apple.passjson import pass_strings
-from passkit_stamps.devpki import make_dev_pki
 from passkit_stamps.model import Card, CardTemplate, Holder
+from passkit_stamps.runtime.devpki import make_dev_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -77,7 +77,7 @@ def serve(db: str, port: int, pki_dir: str, cpu: int | None) -> None:
     import uvicorn
     import uvloop
 
-    from passkit_stamps.devpki import make_dev_pki
+    from passkit_stamps.runtime.devpki import make_dev_pki
     from passkit_stamps.service import StampService
     from passkit_stamps.store.store import Store
     from passkit_stamps.web.app import create_app
@@ -129,8 +129,8 @@ class Seed:
 
 async def seed(db: str, pki_dir: str) -> Seed:
     """Cards issued through the service; devices and registrations inserted in bulk."""
-    from passkit_stamps.devpki import make_dev_pki
     from passkit_stamps.model import CardTemplate, Holder
+    from passkit_stamps.runtime.devpki import make_dev_pki
     from passkit_stamps.service import StampService
     from passkit_stamps.store.schema import devices, registrations
     from passkit_stamps.store.store import Store
@@ -407,7 +407,7 @@ def python_load(
 async def in_process(db: str, pki_dir: str, requests: list[Request]) -> Result:
     """The app's own cost per request: the ASGI app called directly, one request at a time
     (no HTTP parsing, no client): what one core can serve at most."""
-    from passkit_stamps.devpki import make_dev_pki
+    from passkit_stamps.runtime.devpki import make_dev_pki
     from passkit_stamps.service import StampService
     from passkit_stamps.store.store import Store
     from passkit_stamps.web.app import create_app

@@ -31,6 +31,6 @@ def salon() -> CardTemplate:
 @pytest.fixture(scope="session")
 def dev_pki(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A complete development PKI (root, WWDR, Pass Type ID cert, .p12), made once per run."""
-    from passkit_stamps.devpki import make_dev_pki
+    from passkit_stamps.runtime.devpki import make_dev_pki
 
     return make_dev_pki(tmp_path_factory.mktemp("pki"))

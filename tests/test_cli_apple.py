@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from passkit_stamps.apple.verify import verify_pkpass
 from passkit_stamps.cli import main
-from passkit_stamps.devpki import DevPKI
+from passkit_stamps.runtime.devpki import DevPKI
 
 
 def run(*args: str | Path) -> Result:

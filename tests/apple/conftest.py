@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import FIXTURES  # tests/conftest.py (pytest puts tests/ on sys.path)
 from passkit_stamps.apple.credentials import SigningCredentials
 from passkit_stamps.apple.signing import sign_manifest
-from passkit_stamps.devpki import DevPKI
+from passkit_stamps.runtime.devpki import DevPKI
 
 APPLE_SAMPLES = FIXTURES / "apple-sample-passes"
 

@@ -23,9 +23,9 @@ from passkit_stamps.apple.bundle import (
 )
 from passkit_stamps.apple.credentials import SigningCredentials
 from passkit_stamps.apple.verify import verify_pkpass
-from passkit_stamps.devpki import DevPKI
 from passkit_stamps.errors import PassBuildError
 from passkit_stamps.model import Card, CardTemplate, Holder
+from passkit_stamps.runtime.devpki import DevPKI
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 URL = "https://passes.example.com/apple"

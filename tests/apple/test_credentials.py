@@ -16,7 +16,15 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from passkit_stamps.apple.credentials import PASS_TYPE_ID_EXTENSION, SigningCredentials
-from passkit_stamps.devpki import (
+from passkit_stamps.errors import (
+    CertificateExpiredError,
+    CredentialsError,
+    KeyMismatchError,
+    NotPassTypeCertificateError,
+    WrongPasswordError,
+    WWDRCertificateError,
+)
+from passkit_stamps.runtime.devpki import (
     DevPKI,
     make_dev_pki,
     make_pass_certificate,
@@ -25,14 +33,6 @@ from passkit_stamps.devpki import (
     p12_bytes,
     pem_certificate,
     pem_key,
-)
-from passkit_stamps.errors import (
-    CertificateExpiredError,
-    CredentialsError,
-    KeyMismatchError,
-    NotPassTypeCertificateError,
-    WrongPasswordError,
-    WWDRCertificateError,
 )
 
 from .conftest import requires_openssl

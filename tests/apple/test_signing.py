@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from passkit_stamps.apple.credentials import SigningCredentials
 from passkit_stamps.apple.signing import sign_manifest
 from passkit_stamps.apple.verify import check_signature
-from passkit_stamps.devpki import DevPKI, make_pass_certificate
+from passkit_stamps.runtime.devpki import DevPKI, make_pass_certificate
 
 from .conftest import requires_openssl
 
@@ -71,7 +71,7 @@ def test_tampered_manifest_fails_openssl_and_in_process(
 def test_openssl_refuses_a_chain_to_another_root(
     credentials: SigningCredentials, tmp_path: Path
 ) -> None:
-    from passkit_stamps.devpki import make_root, pem_certificate
+    from passkit_stamps.runtime.devpki import make_root, pem_certificate
 
     other_root, _ = make_root()
     root = tmp_path / "other-root.pem"

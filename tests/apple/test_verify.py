@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from passkit_stamps.apple.credentials import SigningCredentials
 from passkit_stamps.apple.verify import ArchiveLimits, loads_lenient, verify_pkpass
 from passkit_stamps.cli import main
-from passkit_stamps.devpki import DevPKI, make_root, pem_certificate
 from passkit_stamps.errors import CredentialsError, InvalidPassError, UnsafeArchiveError
+from passkit_stamps.runtime.devpki import DevPKI, make_root, pem_certificate
 
 from .conftest import APPLE_SAMPLES, PkpassFactory, pass_json, png, zip_files
 

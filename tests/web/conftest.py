@@ -15,8 +15,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from passkit_stamps.devpki import DevPKI
 from passkit_stamps.model import CardTemplate
+from passkit_stamps.runtime.devpki import DevPKI
 from passkit_stamps.service import StampService
 from passkit_stamps.store.store import Store
 from passkit_stamps.web.app import create_app

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from conftest import TEMPLATES  # tests/conftest.py
 from passkit_stamps.cli import main
 from passkit_stamps.engine import Platform
+from passkit_stamps.runtime.demo import DEMO_CARDS, LoggingPushWorker, prepare_demo
 from passkit_stamps.service import StampService
-from passkit_stamps.web.demo import DEMO_CARDS, LoggingPushWorker, prepare_demo
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)

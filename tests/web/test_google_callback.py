@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from passkit_stamps.devpki import DevPKI
 from passkit_stamps.engine import EventType, Platform
 from passkit_stamps.google import ids
 from passkit_stamps.google.callbacks import PROTOCOL, SENDER_ID, RootKey
+from passkit_stamps.runtime.devpki import DevPKI
 from passkit_stamps.service import StampService
 from passkit_stamps.web.config import GoogleWebConfig
 

@@ -15,8 +15,8 @@ import respx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from passkit_stamps.devpki import DevPKI
 from passkit_stamps.google.auth import ServiceAccount
+from passkit_stamps.runtime.devpki import DevPKI
 from passkit_stamps.service import StampService
 from passkit_stamps.web.app import web_context
 from passkit_stamps.web.config import GoogleWebConfig

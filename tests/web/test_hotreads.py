@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from passkit_stamps.devpki import DevPKI
 from passkit_stamps.model import Holder
+from passkit_stamps.runtime.devpki import DevPKI
 from passkit_stamps.service import StampService
 from passkit_stamps.web.app import web_context
 from passkit_stamps.web.hotreads import HotReads

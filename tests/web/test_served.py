@@ -18,8 +18,8 @@ from starlette.routing import Mount
 
 from conftest import ROOT  # tests/conftest.py
 from passkit_stamps.apple.verify import verify_pkpass
-from passkit_stamps.devpki import DevPKI
 from passkit_stamps.model import Holder
+from passkit_stamps.runtime.devpki import DevPKI
 from passkit_stamps.service import StampService
 from passkit_stamps.web.app import create_app
 from passkit_stamps.web.config import WebConfig

@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from ..apple.bundle import PassBuilder, build_pkpasses
-from ..devpki import make_dev_pki
 from ..model import (
     TEMPLATE_FILE,
     Card,
@@ -22,6 +21,7 @@ from ..model import (
     VoucherKind,
     localized,
 )
+from ..runtime.devpki import make_dev_pki
 from ._signing import load_signing_credentials, signing_options
 
 _SERIAL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

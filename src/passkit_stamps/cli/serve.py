@@ -116,7 +116,7 @@ _templates = click.option(
 @_templates
 def serve_command(**options: Any) -> None:
     """Serve the pass web service, images, card pages and Google callbacks with uvicorn."""
-    from ..web.serving import ServeOptions, run
+    from ..runtime.serving import ServeOptions, run
 
     run(ServeOptions(**{**options, "secret_key": _secret_key(options["secret_key"])}))
 
@@ -128,7 +128,7 @@ def serve_command(**options: Any) -> None:
 @_templates
 def demo_command(host: str, port: int, demo_dir: Path, templates_dir: Path) -> None:
     """Run the demo on this machine: no Apple or Google account needed (same as serve --demo)."""
-    from ..web.serving import ServeOptions, run
+    from ..runtime.serving import ServeOptions, run
 
     run(
         ServeOptions(

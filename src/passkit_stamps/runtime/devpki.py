@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .apple.credentials import PASS_TYPE_ID_EXTENSION, PrivateKey, SigningCredentials
-from .errors import CredentialsError
+from ..apple.credentials import PASS_TYPE_ID_EXTENSION, PrivateKey, SigningCredentials
+from ..errors import CredentialsError
 
 __all__ = [
     "DEV_PASS_TYPE_IDENTIFIER",

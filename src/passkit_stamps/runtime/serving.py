@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..apple.credentials import SigningCredentials
 from ..errors import WebConfigError
-from .config import GoogleWebConfig, WebConfig
+from ..web.config import GoogleWebConfig, WebConfig
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +124,12 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
 
     from ..service import StampService
     from ..store.store import Store
-    from .app import create_app
+    from ..web.app import create_app
     from .demo import LoggingPushWorker, prepare_demo
 
     worker: LoggingPushWorker | None = None
     if options.demo:
-        from ..devpki import make_dev_pki
+        from .devpki import make_dev_pki
 
         options.demo_dir.mkdir(parents=True, exist_ok=True)
         pki = make_dev_pki(Path("certs.example") / "dev")
