@@ -14,11 +14,10 @@ import tomllib
 from collections.abc import Mapping
 from datetime import date, datetime
 from enum import StrEnum
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
-from PIL import Image, UnidentifiedImageError
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -113,6 +112,9 @@ def check_png(data: bytes, role: ImageRole) -> bytes:
     """Check that ``data`` is a readable PNG at least as large as ``role`` needs."""
     if not data.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG image")
+    # Imported here: Pillow is a large import that `import passkit_stamps` should not pay.
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
@@ -453,7 +455,7 @@ class CardTemplate(BaseModel):
                     if loaded is None:
                         design.pop(key)
                         if key == "icon":  # already reported; do not also report "missing"
-                            design[key] = _PLACEHOLDER_ICON
+                            design[key] = _placeholder_icon()
                     else:
                         design[key] = loaded
             data["design"] = design
@@ -471,13 +473,13 @@ class CardTemplate(BaseModel):
         return template
 
 
+@cache  # rendered on first use, not at import (Pillow is a large import)
 def _placeholder_icon() -> bytes:
+    from PIL import Image
+
     buf = io.BytesIO()
     Image.new("RGB", (ICON.min_width, ICON.min_height)).save(buf, "PNG")
     return buf.getvalue()
-
-
-_PLACEHOLDER_ICON = _placeholder_icon()
 
 
 def _read_image(
