@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
-from .bundle import (
-    PKPASS_MIME_TYPE,
-    PKPASSES_MIME_TYPE,
-    PassBuilder,
-    build_pkpasses,
-)
-from .credentials import SigningCredentials
-from .passjson import build_pass_json, pass_strings
-from .signing import sign_manifest
-from .verify import VerifiedPass, verify_pkpass
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:  # what mypy and IDEs see; at run time the names load on first use
+    from .bundle import (
+        PKPASS_MIME_TYPE,
+        PKPASSES_MIME_TYPE,
+        PassBuilder,
+        build_pkpasses,
+    )
+    from .credentials import SigningCredentials
+    from .passjson import build_pass_json, pass_strings
+    from .signing import sign_manifest
+    from .verify import VerifiedPass, verify_pkpass
+
+# Public name -> the submodule that defines it.
+_EXPORTS: dict[str, str] = {
+    "PKPASS_MIME_TYPE": "bundle",
+    "PKPASSES_MIME_TYPE": "bundle",
+    "PassBuilder": "bundle",
+    "build_pkpasses": "bundle",
+    "SigningCredentials": "credentials",
+    "build_pass_json": "passjson",
+    "pass_strings": "passjson",
+    "sign_manifest": "signing",
+    "VerifiedPass": "verify",
+    "verify_pkpass": "verify",
+}
 
 __all__ = [
     "PKPASSES_MIME_TYPE",
@@ -25,3 +44,5 @@ __all__ = [
     "sign_manifest",
     "verify_pkpass",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

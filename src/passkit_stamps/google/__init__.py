@@ -15,27 +15,64 @@ Typical use::
 
 from __future__ import annotations
 
-from .auth import SCOPE, ServiceAccount, TokenSource, load_service_account_info
-from .builders import (
-    GoogleSettings,
-    build_loyalty_class,
-    build_loyalty_object,
-    patch_body,
-    skinny_object,
-)
-from .callbacks import (
-    CallbackEvent,
-    CallbackEventType,
-    MemoryNonceStore,
-    NonceStore,
-    RootKey,
-    RootKeys,
-    verify_callback,
-)
-from .client import MessageResult, RetryPolicy, UpsertResult, WalletClient
-from .ids import class_id, module_id, object_id
-from .ratelimit import TokenBucket
-from .savelink import MAX_LINK_LENGTH, SaveLink, SaveLinkSigner, save_link
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:  # what mypy and IDEs see; at run time the names load on first use
+    from .auth import SCOPE, ServiceAccount, TokenSource, load_service_account_info
+    from .builders import (
+        GoogleSettings,
+        build_loyalty_class,
+        build_loyalty_object,
+        patch_body,
+        skinny_object,
+    )
+    from .callbacks import (
+        CallbackEvent,
+        CallbackEventType,
+        MemoryNonceStore,
+        NonceStore,
+        RootKey,
+        RootKeys,
+        verify_callback,
+    )
+    from .client import MessageResult, RetryPolicy, UpsertResult, WalletClient
+    from .ids import class_id, module_id, object_id
+    from .ratelimit import TokenBucket
+    from .savelink import MAX_LINK_LENGTH, SaveLink, SaveLinkSigner, save_link
+
+# Public name -> the submodule that defines it.
+_EXPORTS: dict[str, str] = {
+    "SCOPE": "auth",
+    "ServiceAccount": "auth",
+    "TokenSource": "auth",
+    "load_service_account_info": "auth",
+    "GoogleSettings": "builders",
+    "build_loyalty_class": "builders",
+    "build_loyalty_object": "builders",
+    "patch_body": "builders",
+    "skinny_object": "builders",
+    "CallbackEvent": "callbacks",
+    "CallbackEventType": "callbacks",
+    "MemoryNonceStore": "callbacks",
+    "NonceStore": "callbacks",
+    "RootKey": "callbacks",
+    "RootKeys": "callbacks",
+    "verify_callback": "callbacks",
+    "MessageResult": "client",
+    "RetryPolicy": "client",
+    "UpsertResult": "client",
+    "WalletClient": "client",
+    "class_id": "ids",
+    "module_id": "ids",
+    "object_id": "ids",
+    "TokenBucket": "ratelimit",
+    "MAX_LINK_LENGTH": "savelink",
+    "SaveLink": "savelink",
+    "SaveLinkSigner": "savelink",
+    "save_link": "savelink",
+}
 
 __all__ = [
     "MAX_LINK_LENGTH",
@@ -67,3 +104,5 @@ __all__ = [
     "skinny_object",
     "verify_callback",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
