@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import rsa
 from schema import assert_valid
-from walletfixtures import *  # noqa: F403  (the pytest fixtures)
 from walletfixtures import ISSUER, TEMPLATES
 
 from passkit_stamps.cli import main
