@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "google"))
 
-from walletfixtures import (  # noqa: E402
+from walletfixtures import (
     rsa_key_fixture,
     sa_file_fixture,
     sa_info_fixture,
