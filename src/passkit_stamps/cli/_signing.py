@@ -1,14 +1,15 @@
-"""The signing-credential options shared by every command that signs passes."""
+"""The signing-credential options and their one loader, shared by ``build`` and ``serve``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..apple.credentials import SigningCredentials
+if TYPE_CHECKING:  # imported when credentials are loaded: cryptography is a large import
+    from ..apple.credentials import SigningCredentials
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,9 +50,12 @@ def load_signing_credentials(
     wwdr: Path | None,
 ) -> SigningCredentials:
     """Credentials from the options of :func:`signing_options`; a wrong combination is a usage
-    error (exit 2) naming the options."""
+    error (exit 2) naming the options, a missing password names the option that gives it."""
+    from ..apple.credentials import SigningCredentials
+    from ..errors import WrongPasswordError
+
     if wwdr is None:
-        raise click.UsageError("--wwdr FILE is required: Apple's WWDR intermediate certificate")
+        raise click.UsageError("--wwdr is required: Apple's WWDR intermediate certificate (FILE)")
     if p12 is not None and (cert is not None or key is not None):
         raise click.UsageError("give either --p12 or --cert/--key, not both")
     if p12 is None and (cert is None or key is None):
@@ -60,11 +64,24 @@ def load_signing_credentials(
         raise click.UsageError("--key-password goes with --key; use --p12-password")
     if p12 is None and p12_password is not None:
         raise click.UsageError("--p12-password goes with --p12; use --key-password")
-    return SigningCredentials.load(
-        p12=p12,
-        p12_password=p12_password,
-        certificate=cert,
-        key=key,
-        key_password=key_password,
-        wwdr=wwdr,
-    )
+    try:
+        return SigningCredentials.load(
+            p12=p12,
+            p12_password=p12_password,
+            certificate=cert,
+            key=key,
+            key_password=key_password,
+            wwdr=wwdr,
+        )
+    except WrongPasswordError:
+        # The library's message names its Python argument (password=...); here the fix is an
+        # option.
+        if p12 is not None and p12_password is None:
+            raise WrongPasswordError(
+                f".p12 file {p12} is password-protected: give its password with --p12-password"
+            ) from None
+        if key is not None and key_password is None:
+            raise WrongPasswordError(
+                f"private key {key} is encrypted: give its password with --key-password"
+            ) from None
+        raise

@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import re
-import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..apple.bundle import PassBuilder, build_pkpasses
-from ..model import (
-    TEMPLATE_FILE,
-    Card,
-    CardState,
-    CardTemplate,
-    Holder,
-    Voucher,
-    VoucherKind,
-    localized,
-)
-from ..runtime.devpki import make_dev_pki
+from ._preview import MAX_NAME, preview_card, sample_card, samples
 from ._signing import load_signing_credentials, signing_options
+
+if TYPE_CHECKING:  # imported inside the commands: Pillow and cryptography are large imports
+    from ..model import CardTemplate
 
 _SERIAL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MIN_TOKEN = 16
 
 
 def _load_template(folder: Path) -> CardTemplate:
+    from ..model import CardTemplate
+
     if not folder.is_dir():
         raise click.ClickException(f"template folder {folder} does not exist")
     return CardTemplate.load(folder)
@@ -38,7 +31,9 @@ def _load_template(folder: Path) -> CardTemplate:
 @click.argument("template_dir", type=click.Path(path_type=Path))
 @click.option("--serial", required=True, help="Card number, also the pass serial number.")
 @click.option("--stamps", required=True, type=int, help="Stamps on the card (0 to required).")
-@click.option("--holder-name", help="The holder's name, shown on the pass.")
+@click.option(
+    "--holder-name", help=f"The holder's name, shown on the pass (1 to {MAX_NAME} characters)."
+)
 @click.option("--web-service-url", help="Base URL of the pass web service (without /v1).")
 @click.option("--auth-token", help="Authentication token (>= 16 characters); random if absent.")
 @click.option("--allow-http", is_flag=True, help="Allow an http:// web service URL (testing).")
@@ -63,6 +58,8 @@ def build_command(
     out: Path,
 ) -> None:
     """Build one signed .pkpass of TEMPLATE_DIR's card with SERIAL and N stamps."""
+    from ..apple.bundle import PassBuilder
+
     if auth_token is not None and web_service_url is None:
         raise click.UsageError("--auth-token is used only with --web-service-url")
     if allow_http and web_service_url is None:
@@ -75,25 +72,14 @@ def build_command(
         raise click.ClickException(
             f"--auth-token must be at least {_MIN_TOKEN} characters (Apple's minimum)"
         )
-    if holder_name is not None and not 0 < len(holder_name.strip()) <= 200:
-        raise click.ClickException("--holder-name must be 1 to 200 characters")
     template = _load_template(template_dir)
-    if not 0 <= stamps <= template.stamps_required:
-        raise click.ClickException(
-            f"--stamps must be 0 to {template.stamps_required} for template {template.key}, "
-            f"got {stamps}"
-        )
+    card = preview_card(
+        template, serial=serial, stamps=stamps, holder_name=holder_name, now=datetime.now(UTC)
+    )
+    if auth_token is not None:
+        card = card.model_copy(update={"authentication_token": auth_token})
     credentials = load_signing_credentials(p12, p12_password, cert, key, key_password, wwdr)
     builder = PassBuilder(credentials, web_service_url=web_service_url, allow_http=allow_http)
-    card = Card(
-        serial=serial,
-        template_id=template.id,
-        template_version=template.version,
-        holder=Holder(name=holder_name),
-        stamps=stamps,
-        created_at=datetime.now(UTC),
-        authentication_token=auth_token or secrets.token_urlsafe(24),
-    )
     data = builder.build(template, card)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
@@ -105,54 +91,6 @@ def build_command(
 
 
 # -- samples ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Sample:
-    name: str
-    stamps: int
-    voided: bool = False
-    vouchers: bool = False
-    message: str | None = None
-
-
-def _samples(template: CardTemplate) -> list[_Sample]:
-    required = template.stamps_required
-    some = max(1, required // 2 - 1)
-    return [
-        _Sample("new", 0),
-        _Sample("progress", some, message="Thanks for visiting us!"),
-        _Sample("complete", required, vouchers=True),
-        _Sample("voided", some, voided=True),
-    ]
-
-
-def _sample_card(template: CardTemplate, sample: _Sample, now: datetime) -> Card:
-    lang = template.default_language
-    vouchers = tuple(
-        Voucher(
-            code=f"{template.id.upper()}-{step.at:02d}-SAMPLE",
-            kind=VoucherKind.REWARD,
-            title=localized(step.title, lang, lang),
-            description=localized(step.description, lang, lang),
-            issued_at=now,
-            reward_at=step.at,
-        )
-        for step in (template.rewards if sample.vouchers else ())
-    )
-    return Card(
-        serial=f"{template.id}-{sample.name}",
-        template_id=template.id,
-        template_version=template.version,
-        holder=Holder(name="Ada Lovelace"),
-        stamps=sample.stamps,
-        vouchers=vouchers,
-        created_at=now,
-        last_stamp_at=now if sample.stamps else None,
-        state=CardState.VOIDED if sample.voided else CardState.ACTIVE,
-        authentication_token=secrets.token_urlsafe(24),  # unused: samples have no web service
-        message=sample.message,
-    )
 
 
 @click.command("samples")
@@ -183,9 +121,14 @@ def _sample_card(template: CardTemplate, sample: _Sample, now: datetime) -> Card
 def samples_command(templates_dir: Path, out_dir: Path, certs_dir: Path) -> None:
     """Sign sample passes of every template with a development certificate.
 
-    The passes open in tools that check the chain against certs/root-ca.pem, not on an iPhone:
+    The passes open in tools that check the chain against root-ca.pem in the --certs folder
+    (e.g. `passkit-stamps verify --ca certs.example/dev/root-ca.pem PASS`), not on an iPhone:
     Wallet trusts only Apple-issued certificates.
     """
+    from ..apple.bundle import PassBuilder, build_pkpasses
+    from ..model import TEMPLATE_FILE, CardTemplate
+    from ..runtime.devpki import make_dev_pki
+
     if not templates_dir.is_dir():
         raise click.ClickException(f"templates folder {templates_dir} does not exist")
     folders = sorted(p.parent for p in templates_dir.glob(f"*/{TEMPLATE_FILE}"))
@@ -200,8 +143,8 @@ def samples_command(templates_dir: Path, out_dir: Path, certs_dir: Path) -> None
         target = out_dir / template.id
         target.mkdir(parents=True, exist_ok=True)
         passes = []
-        for sample in _samples(template):
-            card = _sample_card(template, sample, now)
+        for sample in samples(template):
+            card = sample_card(template, sample, now)
             data = builder.build(template, card)
             path = target / f"{card.serial}.pkpass"
             path.write_bytes(data)

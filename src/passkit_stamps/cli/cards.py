@@ -13,15 +13,15 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from pydantic import ValidationError
 
-from ..engine import EventType
-from ..model import Card, CardState, CardTemplate, Holder
-from ..service import CardDetails, Change, JournalEntry, StampService
-from ..store.store import Store
+from ._options import LazyChoice, card_states, event_types
+
+if TYPE_CHECKING:  # imported inside the commands: the store and service are large imports
+    from ..model import Card
+    from ..service import CardDetails, Change, JournalEntry, StampService
 
 DEFAULT_DB = "sqlite:///passkit-stamps.db"
 T = TypeVar("T")
@@ -43,6 +43,9 @@ def _db_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _run(db: str, action: Callable[[StampService], Awaitable[T]]) -> T:
+    from ..service import StampService
+    from ..store.store import Store
+
     async def main() -> T:
         store = await Store.open(db)
         try:
@@ -198,6 +201,10 @@ def issue(
     as_json: bool,
 ) -> None:
     """Issue a new card of TEMPLATE_ID to a customer."""
+    from pydantic import ValidationError
+
+    from ..model import Holder
+
     try:
         holder = Holder(name=name, email=email, phone=phone)
     except ValidationError as exc:  # say which option, in one line
@@ -289,7 +296,7 @@ def card(serial: str, db: str, as_json: bool) -> None:
 @click.command("cards")
 @click.option("--search", "-s", default=None, help="Name, email, phone or card number.")
 @click.option("--template", "template_id", default=None, help="Only this template id.")
-@click.option("--state", type=click.Choice([s.value for s in CardState]), default=None)
+@click.option("--state", type=LazyChoice(card_states), default=None)
 @click.option("--platform", type=click.Choice(["web", "apple", "google"]), default=None)
 @click.option("--sort", default="-created_at", show_default=True)
 @click.option("--limit", type=int, default=50, show_default=True)
@@ -375,7 +382,7 @@ def history(serial: str, db: str, as_json: bool) -> None:
     "--type",
     "types",
     multiple=True,
-    type=click.Choice([t.value for t in EventType]),
+    type=LazyChoice(event_types),
     help="Only events of this type (repeatable).",
 )
 @click.option("--template", "template_id", default=None)
@@ -441,6 +448,8 @@ def templates_group() -> None:
 @_db_option
 def publish(folder: Path, db: str, as_json: bool) -> None:
     """Publish the template in FOLDER (template.toml and images)."""
+    from ..model import CardTemplate
+
     template = CardTemplate.load(folder)
     result = _run(db, lambda s: s.publish_template(template))
     if as_json:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from pydantic import ValidationError
 
-from ..google.auth import ServiceAccount
-from ..google.builders import GoogleSettings, build_loyalty_class, build_loyalty_object
-from ..google.savelink import SaveLinkSigner
-from ..model import Card, CardState, CardTemplate, Holder
+from ._options import LazyChoice, card_states
+from ._preview import MAX_NAME, preview_card
+
+if TYPE_CHECKING:  # imported inside the commands (only what each one needs)
+    from ..model import Card, CardTemplate
 
 
 def _print_json(value: Any) -> None:
@@ -40,11 +39,13 @@ def _card_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option(
         "--language", help="Language of the card's texts (a template language)."
     )(command)
-    command = click.option("--holder-name", help="The holder's name shown on the card.")(command)
+    command = click.option(
+        "--holder-name", help=f"The holder's name shown on the card (1 to {MAX_NAME} characters)."
+    )(command)
     command = click.option(
         "--state",
-        type=click.Choice([s.value for s in CardState]),
-        default=CardState.ACTIVE.value,
+        type=LazyChoice(card_states),
+        default="active",
         show_default=True,
     )(command)
     command = click.option("--stamps", type=int, default=0, show_default=True)(command)
@@ -59,32 +60,27 @@ def _card(
     holder_name: str | None,
     language: str | None,
 ) -> Card:
-    if not 0 <= stamps <= template.stamps_required:
-        raise click.BadParameter(
-            f"must be 0 to {template.stamps_required} for template {template.key}",
-            param_hint="--stamps",
-        )
+    from .. import engine
+    from ..model import CardState
+
     if language is not None and language not in template.texts:
-        raise click.BadParameter(
-            f"{language!r} is not a language of {template.key} ({', '.join(template.languages)})",
-            param_hint="--language",
+        raise click.ClickException(
+            f"--language {language!r} is not a language of {template.key} "
+            f"({', '.join(template.languages)})"
         )
-    try:
-        return Card(
-            serial=serial,
-            template_id=template.id,
-            template_version=template.version,
-            holder=Holder(name=holder_name),
-            stamps=stamps,
-            created_at=datetime.now(UTC),
-            state=CardState(state),
-            authentication_token=secrets.token_urlsafe(24),
-            language=language,
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise click.BadParameter(f"{where}: {first['msg']}") from None
+    now = datetime.now(UTC)
+    card = preview_card(
+        template,
+        serial=serial,
+        stamps=stamps,
+        holder_name=holder_name,
+        language=language,
+        now=now,
+    )
+    if state == CardState.VOIDED:
+        return engine.void_card(template, card, now=now).card
+    # A preview of how a completed or expired card looks: no engine operation leads there today.
+    return card.model_copy(update={"state": CardState(state)})
 
 
 @click.command("google-class")
@@ -94,6 +90,9 @@ def google_class(
     template_dir: Path, issuer_id: str, image_base_url: str, callback_url: str | None
 ) -> None:
     """Print the Google Wallet LoyaltyClass of a template as JSON."""
+    from ..google.builders import GoogleSettings, build_loyalty_class
+    from ..model import CardTemplate
+
     template = CardTemplate.load(template_dir)
     settings = GoogleSettings(issuer_id, image_base_url, callback_url=callback_url)
     _print_json(build_loyalty_class(template, settings))
@@ -113,6 +112,9 @@ def google_object(
     language: str | None,
 ) -> None:
     """Print the Google Wallet LoyaltyObject of a card as JSON."""
+    from ..google.builders import GoogleSettings, build_loyalty_object
+    from ..model import CardTemplate
+
     template = CardTemplate.load(template_dir)
     settings = GoogleSettings(issuer_id, image_base_url)
     card = _card(template, serial, stamps, state, holder_name, language)
@@ -145,6 +147,11 @@ def google_link(
     with_class: bool,
 ) -> None:
     """Print a Save to Google Wallet link for a card."""
+    from ..google.auth import ServiceAccount
+    from ..google.builders import GoogleSettings, build_loyalty_class, build_loyalty_object
+    from ..google.savelink import SaveLinkSigner
+    from ..model import CardTemplate
+
     template = CardTemplate.load(template_dir)
     settings = GoogleSettings(issuer_id, image_base_url)
     card = _card(template, serial, stamps, state, holder_name, language)

@@ -15,9 +15,10 @@ from typing import Any
 import click
 
 from ..errors import WebConfigError
-from ._signing import signing_options
+from ._signing import load_signing_credentials, signing_options
 
 ENV = "PASSKIT_STAMPS_"
+_SIGNING_OPTIONS = ("p12", "p12_password", "cert", "key", "key_password", "wwdr")
 
 
 def _env(name: str) -> str:
@@ -118,7 +119,12 @@ def serve_command(**options: Any) -> None:
     """Serve the pass web service, images, card pages and Google callbacks with uvicorn."""
     from ..runtime.serving import ServeOptions, run
 
-    run(ServeOptions(**{**options, "secret_key": _secret_key(options["secret_key"])}))
+    secret_key = _secret_key(options.pop("secret_key"))
+    signing = {name: options.pop(name) for name in _SIGNING_OPTIONS}
+    credentials = None
+    if not options["demo"]:  # the demo makes development credentials
+        credentials = load_signing_credentials(**signing)
+    run(ServeOptions(**options, secret_key=secret_key, credentials=credentials))
 
 
 @click.command("demo")

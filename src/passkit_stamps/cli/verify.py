@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..apple.verify import ArchiveLimits, VerifiedPass, verify_pkpass
-from ..errors import InvalidPassError, UnsafeArchiveError
+if TYPE_CHECKING:  # imported in the command: cryptography and asn1crypto are large imports
+    from ..apple.verify import VerifiedPass
 
 
 def _summary(name: str, verified: VerifiedPass) -> list[str]:
@@ -53,6 +54,9 @@ def verify_command(file: Path, ca: Path | None, at: datetime | None) -> None:
 
     Prints a summary when the pass is valid; otherwise every reason, and exits with status 1.
     """
+    from ..apple.verify import ArchiveLimits, verify_pkpass
+    from ..errors import InvalidPassError, UnsafeArchiveError
+
     limits = ArchiveLimits()
     # Read one byte past the limit so an oversized file is refused without loading all of it.
     with file.open("rb") as handle:

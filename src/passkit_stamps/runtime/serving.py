@@ -26,12 +26,9 @@ class ServeOptions:
     mount_path: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
-    p12: Path | None = None
-    p12_password: str | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    key_password: str | None = None
-    wwdr: Path | None = None
+    # Loaded by the caller (``passkit-stamps serve`` through the CLI's one credential loader);
+    # the demo makes development credentials instead.
+    credentials: SigningCredentials | None = None
     secret_key: bytes | None = None
     allow_http: bool = False
     google_issuer_id: str | None = None
@@ -40,18 +37,6 @@ class ServeOptions:
     demo: bool = False
     demo_dir: Path = Path("demo")
     templates_dir: Path = Path("templates")
-
-
-def load_credentials(options: ServeOptions) -> SigningCredentials:
-    """The signing credentials from ``--p12`` or ``--cert``/``--key``, with ``--wwdr``."""
-    return SigningCredentials.load(
-        p12=options.p12,
-        p12_password=options.p12_password,
-        certificate=options.cert,
-        key=options.key,
-        key_password=options.key_password,
-        wwdr=options.wwdr,
-    )
 
 
 def web_config(options: ServeOptions, credentials: SigningCredentials) -> WebConfig:
@@ -145,7 +130,9 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
     else:
         if not options.db:
             raise WebConfigError("--db is required (sqlite:///file.db or postgresql://...)")
-        credentials = load_credentials(options)
+        if options.credentials is None:
+            raise WebConfigError("signing credentials are required (--p12 or --cert/--key, --wwdr)")
+        credentials = options.credentials
         config = web_config(options, credentials)
         db = options.db
     for warning in credentials.warnings:
