@@ -535,3 +535,136 @@ def test_from_mapping_without_folder_reports_image_names(coffee: CardTemplate) -
     assert [str(p) for p in info.value.problems] == [
         "template.toml: design.icon: image file 'icon.png' given without a template folder"
     ]
+
+
+# -- issue 12: texts are rendered for representative cards when the template loads ------------
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("{{ remainig }}", "unknown variable 'remainig'"),
+        ("{{ holder_name|truncate(1) }}", "truncate"),
+        ("{{ range }}", "unknown variable 'range'"),
+        # renders for a new card, fails mid-round (coffee: 4 of 8)
+        ("{{ 100 // (stamps - 4) }}", "division"),
+        # fails only with a long holder name
+        ("{{ holder_name" + " ~ holder_name" * 10 + " }}", "longer than 2000"),
+    ],
+)
+def test_a_text_that_cannot_render_is_refused_at_load(
+    tmp_path: Path, templates_dir: Path, text: str, found: str
+) -> None:
+    old = (
+        'next_reward_value = "{{ next_reward }} in {{ remaining }} '
+        "{{ 'stamp' if remaining == 1 else 'stamps' }}\""
+    )
+    folder = make(tmp_path, templates_dir, edits=((old, f'next_reward_value = "{text}"'),))
+    problem = only_problem(folder)
+    assert problem.startswith("template.toml: texts.en.next_reward_value: "), problem
+    assert found in problem
+
+
+def test_every_language_is_rendered(tmp_path: Path, templates_dir: Path) -> None:
+    folder = make(
+        tmp_path,
+        templates_dir,
+        "salon",
+        edits=(("[texts.de]\n", '[texts.de]\nholder_label = "{{ holder_name|truncate(2) }}"\n'),),
+    )
+    assert "texts.de.holder_label" in only_problem(folder)
+
+
+def test_check_texts_for_a_template_built_in_python(coffee: CardTemplate) -> None:
+    texts = coffee.texts["en"].model_copy(update={"terms": "{{ remainig }}"})
+    with pytest.raises(TemplateError, match=r"texts\.en\.terms: unknown variable 'remainig'"):
+        CardTemplate.model_validate({**coffee.model_dump(), "texts": {"en": texts.model_dump()}})
+
+
+def test_deeply_nested_text_is_one_problem(tmp_path: Path, templates_dir: Path) -> None:
+    text = "{{ " + "(" * 300 + "1" + ")" * 300 + " }}"
+    folder = make(tmp_path, templates_dir, edits=(('how_to_earn = "', f'how_to_earn = "{text}'),))
+    problem = only_problem(folder)
+    assert problem.startswith("template.toml: texts.en.how_to_earn: ")
+    assert "nested too deeply" in problem
+
+
+def test_long_default_chain_is_one_problem(tmp_path: Path, templates_dir: Path) -> None:
+    text = "{{ " + "holder_name|default(" * 90 + "1" + ")" * 90 + " }}"
+    folder = make(tmp_path, templates_dir, edits=(('how_to_earn = "', f'how_to_earn = "{text}'),))
+    assert "texts.en.how_to_earn" in only_problem(folder)
+
+
+def test_deeply_nested_toml_is_one_problem(tmp_path: Path, templates_dir: Path) -> None:
+    nested = "[" * 5000 + "]" * 5000
+    edit = ("version = 1\n", f"version = 1\nx = {nested}\n")
+    folder = make(tmp_path, templates_dir, edits=(edit,))
+    problem = only_problem(folder)
+    assert problem.startswith("template.toml: ") and "nested too deeply" in problem
+
+
+def test_oversized_template_toml_is_refused(tmp_path: Path, templates_dir: Path) -> None:
+    folder = make(tmp_path, templates_dir)
+    (folder / TOML).write_text((folder / TOML).read_text() + "#" * (2 * 1024 * 1024) + "\n")
+    assert "larger than" in only_problem(folder)
+
+
+# -- issue 12: template images are bounded, regular files inside the folder ---------------------
+
+
+def big_png(width: int, height: int) -> bytes:
+    """A real, small (compressed) PNG of many pixels: what the 13,000 x 13,000 attack used."""
+    return png(width, height, "L")
+
+
+def test_image_over_the_pixel_bound_is_refused(tmp_path: Path, templates_dir: Path) -> None:
+    from passkit_stamps.model import MAX_IMAGE_PIXELS
+
+    folder = make(tmp_path, templates_dir, files={"logo.png": big_png(5000, 4000)})
+    problem = only_problem(folder)
+    assert problem.startswith("template.toml: design.logo: ")
+    assert f"{MAX_IMAGE_PIXELS:,}" in problem and "5000x4000" in problem
+
+
+def test_image_over_the_file_size_bound_is_refused(tmp_path: Path, templates_dir: Path) -> None:
+    from passkit_stamps.model import MAX_IMAGE_BYTES
+
+    data = png(700, 700) + b"\0" * MAX_IMAGE_BYTES  # trailing junk after IEND
+    folder = make(tmp_path, templates_dir, files={"icon.png": data})
+    problem = only_problem(folder)
+    assert problem.startswith("template.toml: design.icon: ")
+    assert f"{MAX_IMAGE_BYTES:,} bytes" in problem
+
+
+def test_oversized_png_bytes_in_python_are_refused(coffee: CardTemplate) -> None:
+    raw = coffee.model_dump()
+    raw["design"]["logo"] = big_png(5000, 4000)
+    with pytest.raises(TemplateError, match=r"design\.logo: .*pixels"):
+        CardTemplate.model_validate(raw)
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "/etc/passwd"])
+def test_image_symlink_out_of_the_folder_is_refused(
+    tmp_path: Path, templates_dir: Path, target: str
+) -> None:
+    folder = make(tmp_path, templates_dir, files={"logo.png": lambda p: p.unlink()})
+    (folder / "logo.png").symlink_to(target)
+    problem = only_problem(folder)
+    assert problem.startswith("template.toml: design.logo: ")
+    assert "inside the template folder" in problem
+
+
+def test_image_symlink_inside_the_folder_is_fine(tmp_path: Path, templates_dir: Path) -> None:
+    folder = make(tmp_path, templates_dir)
+    (folder / "logo.png").rename(folder / "real-logo.png")
+    (folder / "logo.png").symlink_to("real-logo.png")
+    assert CardTemplate.load(folder).design.logo is not None
+
+
+def test_image_that_is_a_fifo_is_refused(tmp_path: Path, templates_dir: Path) -> None:
+    import os
+
+    folder = make(tmp_path, templates_dir, files={"logo.png": lambda p: p.unlink()})
+    os.mkfifo(folder / "logo.png")
+    problem = only_problem(folder)  # must not hang opening it
+    assert "not a regular file" in problem

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from passkit_stamps.errors import PasskitStampsError, TextTemplateError
 from passkit_stamps.model import Card, CardTemplate, Holder, text_context
-from passkit_stamps.templating import MAX_OUTPUT, MAX_SOURCE, check_text_template, render_text
+from passkit_stamps.templating import (
+    MAX_OUTPUT,
+    MAX_SOURCE,
+    TEXT_VARIABLES,
+    check_text_template,
+    render_text,
+    render_text_or,
+)
 
 CONTEXT = {"stamps": 3, "required": 8, "remaining": 5, "next_reward": "Free coffee", "items": [1]}
 
@@ -230,3 +240,98 @@ def test_allowed_syntax_renders() -> None:
 def test_large_integer_products_are_refused() -> None:
     with pytest.raises(TextTemplateError, match="number too large"):
         render_text("{{ 99999999999 * 99999999999 }}", {})
+
+
+# -- issue 12: texts that passed publishing and broke every card ---------------------------------
+
+
+def test_truncate_below_its_end_marker_is_refused_not_an_assertion_error() -> None:
+    # jinja's truncate asserts length >= len(end) + leeway: it raised AssertionError at serving
+    with pytest.raises(TextTemplateError, match=r"truncate.*length"):
+        render_text("{{ holder_name|truncate(1) }}", {"holder_name": "Ada"})
+    reason = check_text_template("{{ holder_name|truncate(1) }}")
+    assert reason is not None and "truncate" in reason
+
+
+@pytest.mark.parametrize(
+    ("source", "refused"),
+    [
+        ("{{ holder_name|truncate(99999) }}", "truncate"),
+        ("{{ holder_name|truncate(10, end='x' * 3) }}", "constant"),
+        ("{{ holder_name|truncate(10, nope=1) }}", "nope"),
+        ("{{ stamps|round(99) }}", "round"),
+        ("{{ stamps|round(1, 'sideways') }}", "round"),
+        ("{{ holder_name|upper(1) }}", "upper"),
+        ("{{ holder_name|int(0, 99) }}", "int"),
+        ("{{ stamps is divisibleby(0) }}", "divisibleby"),
+        ("{{ stamps is sameas(1) }}", "sameas"),
+    ],
+)
+def test_filter_and_test_arguments_are_whitelisted_with_bounds(source: str, refused: str) -> None:
+    reason = check_text_template(source)
+    assert reason is not None and refused in reason
+
+
+@pytest.mark.parametrize(
+    "source", ["{{ holder_name|truncate(5) }}", "{{ holder_name|truncate(5, true, '.') }}",
+               "{{ stamps|round(1, 'floor') }}", "{{ stamps is divisibleby(2) }}"],
+)  # fmt: skip
+def test_bounded_filter_arguments_are_fine(source: str) -> None:
+    assert check_text_template(source) is None
+    render_text(source, {"holder_name": "Ada Lovelace", "stamps": 3})
+
+
+def test_only_documented_variables_when_asked() -> None:
+    reason = check_text_template("{{ remainig }}", variables=TEXT_VARIABLES)
+    assert reason is not None and "remainig" in reason and "remaining" in reason
+    source = "{{ remaining }} of {{ required }}"
+    assert check_text_template(source, variables=TEXT_VARIABLES) is None
+
+
+@pytest.mark.parametrize(
+    "name", ["range", "dict", "lipsum", "cycler", "joiner", "namespace", "self"]
+)
+def test_no_jinja_global_is_exposed(name: str) -> None:
+    # `{{ range }}` rendered "<function safe_range at 0x…>": an address and an undocumented name
+    with pytest.raises(TextTemplateError):
+        render_text(f"{{{{ {name} }}}}", {})
+    source = f"{{{{ {name} }}}}"
+    assert check_text_template(source, variables=TEXT_VARIABLES) is not None
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
+        "{{ " + "x|default(" * 150 + "1" + ")" * 150 + " }}",
+        "{{ " + "not " * 600 + "1 }}",
+        "{{ " + "-" * 900 + "1 }}",
+        "{{ " + "1 + " * 480 + "1 }}",
+        "{% if 1 %}" * 300 + "x" + "{% endif %}" * 300,
+    ],
+)
+def test_deep_nesting_is_one_text_template_error(source: str) -> None:
+    # printed a 3,000-line RecursionError traceback from `templates publish`
+    reason = check_text_template(source[:MAX_SOURCE])
+    assert reason is not None
+    with pytest.raises(TextTemplateError):
+        render_text(source[:MAX_SOURCE], {"x": 1})
+
+
+def test_render_text_or_falls_back_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    broken = "{{ 1 / (stamps - 3) }}"
+    for _ in range(3):
+        assert render_text_or(broken, {"stamps": 3}, fallback="-", field="texts.en.x") == "-"
+    assert render_text_or(broken, {"stamps": 4}, fallback="-", field="texts.en.x") == "1.0"
+    warnings = [r for r in caplog.records if "texts.en.x" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80) | st.from_regex(r"\{\{[ a-z_|()'0-9,.+*/-]{0,40}\}\}", fullmatch=True))
+def test_any_text_gives_a_reason_or_renders_or_raises_a_library_error(source: str) -> None:
+    context = {"stamps": 3, "required": 8, "holder_name": "Ada", "x": 1}
+    reason = check_text_template(source)
+    assert reason is None or isinstance(reason, str)
+    with contextlib.suppress(TextTemplateError):
+        render_text(source, context)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import stat
 import tomllib
+import warnings
 from collections.abc import Mapping
 from datetime import date, datetime
 from enum import StrEnum
@@ -29,11 +32,18 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import Problem, TemplateError
-from .templating import check_text_template
+from .errors import Problem, TemplateError, TextTemplateError
+from .templating import TEXT_VARIABLES, check_text_template, render_text
 
 TEMPLATE_FILE = "template.toml"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Bounds on template files, checked before reading or decoding: a 657 KB PNG can declare
+#: 13,000 x 13,000 pixels (under Pillow's own limit) and take gigabytes to decode.
+MAX_TEMPLATE_FILE_BYTES = 1024 * 1024
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_IMAGE_PIXELS = 4096 * 4096
+#: Nesting of the parsed template.toml (tomllib recurses per level).
+MAX_TOML_DEPTH = 16
 
 # -- colours ------------------------------------------------------------------------------------
 
@@ -109,17 +119,29 @@ STAMP = ImageRole("stamp", 96, 96, square=True)
 
 
 def check_png(data: bytes, role: ImageRole) -> bytes:
-    """Check that ``data`` is a readable PNG at least as large as ``role`` needs."""
+    """Check that ``data`` is a readable PNG at least as large as ``role`` needs, within
+    :data:`MAX_IMAGE_BYTES` and :data:`MAX_IMAGE_PIXELS` (checked from the header, before any
+    pixel is decoded)."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ValueError(f"image larger than {MAX_IMAGE_BYTES:,} bytes ({len(data):,} bytes)")
     if not data.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG image")
     # Imported here: Pillow is a large import that `import passkit_stamps` should not pay.
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # bounded below
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise _TooManyPixels(width, height)
+                img.verify()
+    except _TooManyPixels as exc:
+        raise ValueError(
+            f"image of {exc.width}x{exc.height} px has more than {MAX_IMAGE_PIXELS:,} pixels "
+            f"(e.g. at most 4096x4096)"
+        ) from None
     # DecompressionBombError (a huge declared size) is not an OSError: catch it too.
     except (
         UnidentifiedImageError,
@@ -137,6 +159,11 @@ def check_png(data: bytes, role: ImageRole) -> bytes:
     if role.square and abs(width - height) > max(2, width // 50):
         raise ValueError(f"the {role.name} must be square, got {width}x{height} px")
     return data
+
+
+class _TooManyPixels(Exception):
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
 
 
 def _png(role: ImageRole) -> Any:
@@ -360,7 +387,8 @@ class CardTemplate(BaseModel):
 
     @model_validator(mode="after")
     def _check_rules(self) -> CardTemplate:
-        problems = rule_problems(self)
+        # Texts are rendered only once the rules hold and every text compiles.
+        problems = rule_problems(self) or text_problems(self)
         if problems:
             raise TemplateError(problems, source=self.id)
         return self
@@ -424,7 +452,21 @@ class CardTemplate(BaseModel):
         folder = Path(path)
         toml_path = folder / TEMPLATE_FILE
         try:
-            raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+            with toml_path.open("rb") as f:
+                content = f.read(MAX_TEMPLATE_FILE_BYTES + 1)
+            if len(content) > MAX_TEMPLATE_FILE_BYTES:
+                raise TemplateError(
+                    [Problem(TEMPLATE_FILE, f"larger than {MAX_TEMPLATE_FILE_BYTES:,} bytes")],
+                    source=str(folder),
+                )
+            raw = tomllib.loads(content.decode("utf-8"))
+            if _nesting(raw) > MAX_TOML_DEPTH:
+                raise RecursionError
+        except RecursionError:  # tomllib recurses per bracket; deeper than any template needs
+            raise TemplateError(
+                [Problem(TEMPLATE_FILE, f"nested too deeply (more than {MAX_TOML_DEPTH} levels)")],
+                source=str(folder),
+            ) from None
         except FileNotFoundError:
             raise TemplateError(
                 [Problem(str(toml_path), "file not found")], source=str(folder)
@@ -473,6 +515,22 @@ class CardTemplate(BaseModel):
         return template
 
 
+def _nesting(value: Any) -> int:
+    """How deep lists and tables nest in ``value`` (iterative: the value may be deep)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_TOML_DEPTH:
+            break
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
 @cache  # rendered on first use, not at import (Pillow is a large import)
 def _placeholder_icon() -> bytes:
     from PIL import Image
@@ -492,13 +550,58 @@ def _read_image(
     if Path(name).is_absolute() or ".." in Path(name).parts:
         problems.append(Problem(where, f"image path {name!r} must stay inside the template folder"))
         return None
+    return _read_regular_file(folder, name, where, problems)
+
+
+def _read_regular_file(
+    folder: Path, name: str, where: str, problems: list[Problem]
+) -> bytes | None:
+    """Read ``folder/name`` only when it is a regular file inside ``folder`` (after resolving
+    symlinks) and at most MAX_IMAGE_BYTES: a symlink to /dev/zero exhausted memory, one to
+    /etc/passwd was read, a FIFO would block."""
     try:
-        return (folder / name).read_bytes()
+        root = folder.resolve(strict=True)
+        target = (folder / name).resolve(strict=True)
     except FileNotFoundError:
         problems.append(Problem(where, f"image file {name!r} not found"))
+        return None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        problems.append(Problem(where, f"image file {name!r} unreadable: {exc}"))
+        return None
+    if not target.is_relative_to(root):
+        problems.append(Problem(where, f"image path {name!r} must stay inside the template folder"))
+        return None
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: the path was resolved
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        problems.append(Problem(where, f"image file {name!r} not found"))
+        return None
     except OSError as exc:
         problems.append(Problem(where, f"image file {name!r} unreadable: {exc.strerror}"))
-    return None
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # a directory, FIFO or device
+        os.close(fd)
+        problems.append(Problem(where, f"image file {name!r} unreadable: not a regular file"))
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > MAX_IMAGE_BYTES:
+            problems.append(
+                Problem(where, f"image file {name!r} larger than {MAX_IMAGE_BYTES:,} bytes")
+            )
+            return None
+        try:
+            data = f.read(MAX_IMAGE_BYTES + 1)
+        except OSError as exc:
+            problems.append(Problem(where, f"image file {name!r} unreadable: {exc.strerror}"))
+            return None
+    if len(data) > MAX_IMAGE_BYTES:  # grew while we read it
+        problems.append(
+            Problem(where, f"image file {name!r} larger than {MAX_IMAGE_BYTES:,} bytes")
+        )
+        return None
+    return data
 
 
 def _problems_from(exc: ValidationError) -> list[Problem]:
@@ -621,13 +724,74 @@ def rule_problems(t: CardTemplate) -> list[Problem]:
                 add(f"texts.{lang}.{key}", f"missing text (no built-in translation for '{lang}')")
         for key in ("terms", "how_to_earn", *LABEL_KEYS):
             value = getattr(texts, key)
-            if value is not None and (reason := check_text_template(value)):
+            if value is not None and (
+                reason := check_text_template(value, variables=TEXT_VARIABLES)
+            ):
                 add(f"texts.{lang}.{key}", reason)
         change = texts.progress_change_message
         if change is not None and "%@" not in change:
             add(f"texts.{lang}.progress_change_message", "must contain '%@'")
     if t.expiry.kind is ExpiryKind.FIXED_DATE and t.expiry.days is not None:
         add("expiry.days", "not used with kind 'fixed_date'")
+    return problems
+
+
+#: A holder name at Holder's limit: the longest value a text can be given.
+_LONG_NAME = "W" * 200
+
+
+def _sample_contexts(t: CardTemplate, lang: str) -> list[tuple[str, dict[str, Any]]]:
+    """Contexts of representative cards: new, mid-round, at each reward step, one stamp short
+    of the end, with vouchers ready, and with the longest holder name."""
+    m = t.stamps_required
+    counts = sorted({0, 1, m // 2, m - 1, m, *(r.at for r in t.rewards)})
+    out: list[tuple[str, dict[str, Any]]] = []
+    for stamps in counts:
+        for name, vouchers in (("", 0), ("Ada", 1), (_LONG_NAME, 12)):
+            nxt = t.next_reward(stamps)
+            out.append(
+                (
+                    f"{stamps} stamps" + (", a 200-character holder name" if len(name) > 3 else ""),
+                    {
+                        "stamps": stamps,
+                        "required": m,
+                        "remaining": (nxt.at - stamps) if nxt else 0,
+                        "next_reward": (
+                            localized(nxt.title, lang, t.default_language) if nxt else ""
+                        ),
+                        "holder_name": name,
+                        "vouchers_ready": vouchers,
+                        "card_number": "X" * 64,
+                        "organization": t.organization_name,
+                        "percent": round(100 * stamps / m),
+                    },
+                )
+            )
+    return out
+
+
+def text_problems(t: CardTemplate) -> list[Problem]:
+    """Render every text of ``t`` in every language for representative cards; a text that
+    fails for any of them is a problem naming the field and the card (a text that fails at
+    serving time would otherwise break every card of the template)."""
+    problems: list[Problem] = []
+    for lang, texts in t.texts.items():
+        contexts = _sample_contexts(t, lang)
+        for key in ("terms", "how_to_earn", *LABEL_KEYS):
+            source = texts.label(key, lang) if key in LABEL_KEYS else getattr(texts, key)
+            if "{" not in source:
+                continue
+            for what, context in contexts:
+                try:
+                    render_text(source, context)
+                except TextTemplateError as exc:
+                    problems.append(
+                        Problem(
+                            f"{TEMPLATE_FILE}: texts.{lang}.{key}",
+                            f"{exc} (for a card with {what})",
+                        )
+                    )
+                    break
     return problems
 
 
