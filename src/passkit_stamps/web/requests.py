@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
+from .. import _boundedjson as boundedjson
 from ..errors import RequestError, RequestTooLargeError
 
 #: Body limits: a registration is ``{"pushToken": "<64 hex>"}``; a log batch is a few lines.
@@ -178,18 +178,20 @@ async def read_body(
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RequestError("request body is not UTF-8") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
+    try:
+        # Bounded: nesting depth, integer digits, finite numbers (a 5,000-digit integer or
+        # 8,000 nested brackets would otherwise escape as ValueError/RecursionError: a 500).
+        value = boundedjson.loads(text)
+    except boundedjson.JSONLimitError as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from None
+    except ValueError as exc:
         raise RequestError("request body is not valid JSON") from exc
     if not isinstance(value, dict):
         raise RequestError("request body must be a JSON object")
     return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
 
 def register_push_token(body: bytes) -> str:
