@@ -7,6 +7,12 @@ de-duplicates on the nonce, and returns a typed :class:`CallbackEvent`. Every fa
 :class:`~passkit_stamps.errors.CallbackVerificationError` with a message that says which step
 failed (a replayed nonce raises its subclass ``CallbackReplayError``, which a web handler may
 answer with 200 because Google retries).
+
+The callback URL is public, so everything here assumes a hostile sender: the body is parsed with
+bounded nesting and number sizes, at most :data:`MAX_INTERMEDIATE_SIGNATURES` signatures of a
+plausible length are accepted before any is verified, the ECDSA checks run in worker threads
+(at most :data:`MAX_VERIFY_THREADS` at a time per event loop, so junk floods neither block the
+loop nor take every thread), and a failed root-key fetch is remembered for a growing interval.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
+import math
 import struct
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,11 +31,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+import anyio
+import anyio.to_thread
 import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .. import _boundedjson as boundedjson
 from ..errors import CallbackReplayError, CallbackVerificationError
 
 PROTOCOL = "ECv2SigningOnly"
@@ -40,6 +50,18 @@ MAX_BODY = 16 * 1024
 MAX_KEYS_DOCUMENT = 64 * 1024
 #: Root keys without an expiry are re-fetched after this long.
 DEFAULT_KEY_TTL = 24 * 3600.0
+#: Google signs its intermediate key once per root key; a few allow for a key rotation. Every
+#: signature costs one ECDSA verification per root key, so more are refused before verifying.
+MAX_INTERMEDIATE_SIGNATURES = 4
+#: A DER ECDSA P-256 signature is at most 72 bytes (96 base64 characters).
+MAX_SIGNATURE_CHARS = 128
+#: Worker threads verifying signatures at the same time, per event loop.
+MAX_VERIFY_THREADS = 2
+#: After a failed root-key fetch, the next one waits this long, doubling up to the maximum.
+MIN_KEY_FETCH_BACKOFF = 1.0
+MAX_KEY_FETCH_BACKOFF = 300.0
+#: 9999-12-31T23:59:59.999Z, the last millisecond a datetime holds.
+MAX_TIME_MS = 253_402_300_799_999
 
 
 class CallbackEventType(StrEnum):
@@ -135,19 +157,55 @@ class RootKeys:
         self._valid_until = 0.0
         self._lock = asyncio.Lock()
         self.fetches = 0
+        # The last failed fetch, and when the next may be tried (see MIN_KEY_FETCH_BACKOFF).
+        self._failure: CallbackVerificationError | None = None
+        self._retry_at = 0.0
+        self._backoff = 0.0
 
     async def current(self) -> tuple[RootKey, ...]:
-        """The unexpired root keys for the protocol (fetched when the cache ran out)."""
-        if self._clock() >= self._valid_until:
+        """The unexpired root keys for the protocol (fetched when the cache ran out).
+
+        Concurrent callers share one fetch. While Google's key URL fails, the failure is
+        remembered and the URL tried again only after a growing interval (1 s doubling to
+        5 min), so a flood of callbacks cannot turn into a flood of fetches; meanwhile cached
+        keys that have not expired are still used.
+        """
+        if self._clock() >= self._valid_until and self._clock() >= self._retry_at:
             async with self._lock:
-                if self._clock() >= self._valid_until:
-                    await self._refresh()
+                if self._clock() >= self._valid_until and self._clock() >= self._retry_at:
+                    await self._refresh_or_back_off()
+        keys = self._unexpired()
+        if not keys and self._failure is not None:
+            wait = max(self._retry_at - self._clock(), 0.0)
+            raise CallbackVerificationError(f"{self._failure} (next attempt in {wait:.0f} s)")
+        return keys
+
+    def _unexpired(self) -> tuple[RootKey, ...]:
         now_ms = self._clock() * 1000
         return tuple(k for k in self._keys if k.expires_at_ms is None or k.expires_at_ms > now_ms)
 
+    async def _refresh_or_back_off(self) -> None:
+        try:
+            await self._refresh()
+        except Exception as exc:  # any fetcher's failure: remembered, never a 500
+            failure = (
+                exc
+                if isinstance(exc, CallbackVerificationError)
+                else CallbackVerificationError(
+                    f"cannot fetch Google's root keys: {type(exc).__name__}"
+                )
+            )
+            self._backoff = min(
+                max(self._backoff * 2, MIN_KEY_FETCH_BACKOFF), MAX_KEY_FETCH_BACKOFF
+            )
+            self._retry_at = self._clock() + self._backoff
+            self._failure = failure
+        else:
+            self._failure, self._retry_at, self._backoff = None, 0.0, 0.0
+
     async def _refresh(self) -> None:
-        raw = await self._fetch()
         self.fetches += 1
+        raw = await self._fetch()
         keys = parse_root_keys(raw, protocol=self._protocol, now_ms=self._clock() * 1000)
         if not keys:
             raise CallbackVerificationError(
@@ -166,7 +224,8 @@ def parse_root_keys(
         if len(raw) > MAX_KEYS_DOCUMENT:
             raise CallbackVerificationError("Google's root-key document is too large")
         try:
-            document = json.loads(raw)
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            document = boundedjson.loads(text)
         except ValueError:
             raise CallbackVerificationError("Google's root-key document is not JSON") from None
     else:
@@ -178,7 +237,11 @@ def parse_root_keys(
     for entry in entries:
         if not isinstance(entry, Mapping) or entry.get("protocolVersion") != protocol:
             continue
-        expires = _millis(entry.get("keyExpiration")) if "keyExpiration" in entry else None
+        expires = (
+            _millis(entry.get("keyExpiration"), "root keyExpiration")
+            if "keyExpiration" in entry
+            else None
+        )
         if expires is not None and expires <= now_ms:
             continue
         try:
@@ -231,13 +294,29 @@ def _public_key(value: Any) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def _millis(value: Any) -> int:
+def _millis(value: Any, what: str = "time") -> int:
+    """A time in milliseconds since the epoch (Google sends numbers or digit strings), within
+    the range a datetime holds: 1e20 or a 5,000-digit string is a verification error."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise CallbackVerificationError(f"{what} is not a time in milliseconds")
+    if isinstance(value, str) and len(value) > 20:
+        raise CallbackVerificationError(f"{what} is not a time in milliseconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CallbackVerificationError(f"{what} is out of range")
     try:
-        if isinstance(value, bool):
-            raise ValueError
-        return int(value)
-    except (TypeError, ValueError):
-        raise CallbackVerificationError(f"not a time in milliseconds: {value!r}") from None
+        millis = int(value)
+    except ValueError:
+        raise CallbackVerificationError(f"{what} is not a time in milliseconds") from None
+    if not 0 <= millis <= MAX_TIME_MS:
+        raise CallbackVerificationError(f"{what} is out of range")
+    return millis
+
+
+def _signature(value: Any, what: str) -> bytes:
+    """A base64 signature, refused before decoding when no P-256 signature is that long."""
+    if isinstance(value, str) and len(value) > MAX_SIGNATURE_CHARS:
+        raise CallbackVerificationError(f"callback {what} is longer than an ECDSA signature")
+    return _b64(value, what)
 
 
 def _verifies(key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) -> bool:
@@ -252,7 +331,9 @@ def _object(text: Any, what: str) -> dict[str, Any]:
     if not isinstance(text, str):
         raise CallbackVerificationError(f"callback {what} is missing or not a JSON string")
     try:
-        value = json.loads(text)
+        value = boundedjson.loads(text)
+    except boundedjson.JSONLimitError as exc:
+        raise CallbackVerificationError(f"callback {what} is not valid JSON: {exc}") from None
     except ValueError:
         raise CallbackVerificationError(f"callback {what} is not valid JSON") from None
     if not isinstance(value, dict):
@@ -289,6 +370,29 @@ async def verify_callback(
             f"callback protocol {envelope.get('protocolVersion')!r} is not {protocol!r}"
         )
 
+    # Everything that needs no key and no signature check comes first, so a body that cannot
+    # pass costs neither a key fetch nor an ECDSA verification.
+    intermediate = envelope.get("intermediateSigningKey")
+    if not isinstance(intermediate, Mapping):
+        raise CallbackVerificationError("callback has no intermediateSigningKey")
+    signed_key = intermediate.get("signedKey")
+    signatures = intermediate.get("signatures")
+    if not isinstance(signed_key, str) or not isinstance(signatures, list) or not signatures:
+        raise CallbackVerificationError("callback intermediateSigningKey is incomplete")
+    if len(signatures) > MAX_INTERMEDIATE_SIGNATURES:
+        raise CallbackVerificationError(
+            f"callback intermediateSigningKey has more than {MAX_INTERMEDIATE_SIGNATURES} "
+            "signatures"
+        )
+    decoded = [_signature(s, "intermediate signature") for s in signatures]
+    key_fields = _object(signed_key, "signedKey")
+    key_expires_ms = _millis(key_fields.get("keyExpiration"), "intermediate keyExpiration")
+    intermediate_key = _public_key(key_fields.get("keyValue"))
+    signed_message = envelope.get("signedMessage")
+    if not isinstance(signed_message, str):
+        raise CallbackVerificationError("callback has no signedMessage")
+    signature = _signature(envelope.get("signature"), "signature")
+
     # 1. Root keys: unexpired keys of the protocol.
     if root_keys is None:
         root_keys = default_root_keys()
@@ -301,35 +405,25 @@ async def verify_callback(
     if not keys:
         raise CallbackVerificationError("no unexpired Google root key to verify the callback")
 
-    # 2. The intermediate key, signed by a root key.
-    intermediate = envelope.get("intermediateSigningKey")
-    if not isinstance(intermediate, Mapping):
-        raise CallbackVerificationError("callback has no intermediateSigningKey")
-    signed_key = intermediate.get("signedKey")
-    signatures = intermediate.get("signatures")
-    if not isinstance(signed_key, str) or not isinstance(signatures, list) or not signatures:
-        raise CallbackVerificationError("callback intermediateSigningKey is incomplete")
-    key_data = _lv(sender_id, protocol, signed_key)
-    decoded = [_b64(s, "intermediate signature") for s in signatures]
-    if not any(_verifies(root.public_key, sig, key_data) for root in keys for sig in decoded):
+    # 2.-4. The intermediate key signed by a root key, its expiry, and the message signed by
+    # the intermediate key for this issuer: in a worker thread (ECDSA costs ~0.1 ms each).
+    failed = await _run_verification(
+        _check_signatures,
+        [root.public_key for root in keys],
+        decoded,
+        _lv(sender_id, protocol, signed_key),
+        key_expires_ms <= now_ms,
+        intermediate_key,
+        signature,
+        _lv(sender_id, issuer_id, protocol, signed_message),
+    )
+    if failed == "intermediate":
         raise CallbackVerificationError(
             "intermediate signing key is not signed by any Google root key"
         )
-
-    # 3. The intermediate key's expiry.
-    key_fields = _object(signed_key, "signedKey")
-    if _millis(key_fields.get("keyExpiration")) <= now_ms:
+    if failed == "expired":
         raise CallbackVerificationError("intermediate signing key has expired")
-    intermediate_key = _public_key(key_fields.get("keyValue"))
-
-    # 4. The message, signed by the intermediate key for this issuer.
-    signed_message = envelope.get("signedMessage")
-    if not isinstance(signed_message, str):
-        raise CallbackVerificationError("callback has no signedMessage")
-    signature = _b64(envelope.get("signature"), "signature")
-    if not _verifies(
-        intermediate_key, signature, _lv(sender_id, issuer_id, protocol, signed_message)
-    ):
+    if failed == "message":
         raise CallbackVerificationError(
             f"callback signature does not verify for issuer {issuer_id} "
             "(tampered, or meant for another issuer)"
@@ -337,7 +431,7 @@ async def verify_callback(
 
     # 5. The message's expiry, its content, and the nonce.
     message = _object(signed_message, "signedMessage")
-    expires_ms = _millis(message.get("expTimeMillis"))
+    expires_ms = _millis(message.get("expTimeMillis"), "callback expTimeMillis")
     if expires_ms <= now_ms:
         raise CallbackVerificationError("callback message has expired")
     try:
@@ -366,3 +460,39 @@ async def verify_callback(
         count=count,
         expires_at=datetime.fromtimestamp(expires_ms / 1000, UTC),
     )
+
+
+def _check_signatures(
+    roots: list[ec.EllipticCurvePublicKey],
+    signatures: list[bytes],
+    key_data: bytes,
+    key_expired: bool,
+    intermediate_key: ec.EllipticCurvePublicKey,
+    signature: bytes,
+    message_data: bytes,
+) -> str | None:
+    """Steps 2 to 4 (run in a worker thread): the first step that failed, or None."""
+    if not any(_verifies(root, sig, key_data) for root in roots for sig in signatures):
+        return "intermediate"
+    if key_expired:
+        return "expired"
+    if not _verifies(intermediate_key, signature, message_data):
+        return "message"
+    return None
+
+
+# One limiter per event loop (anyio's limiters belong to the loop that made them).
+_VERIFY_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _run_verification(check: Callable[..., str | None], *args: Any) -> str | None:
+    """Run ``check`` in a worker thread, at most :data:`MAX_VERIFY_THREADS` at a time per loop:
+    the event loop stays free for other requests, and a flood of junk callbacks queues here
+    instead of taking every thread of the default pool."""
+    loop = asyncio.get_running_loop()
+    limiter = _VERIFY_LIMITERS.get(loop)
+    if limiter is None:
+        limiter = _VERIFY_LIMITERS[loop] = anyio.CapacityLimiter(MAX_VERIFY_THREADS)
+    return await anyio.to_thread.run_sync(check, *args, limiter=limiter)
