@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from .errors import Problem, TemplateError, TextTemplateError
-from .templating import TEXT_VARIABLES, check_text_template, render_text
+from .templating import TEXT_VARIABLES, check_text_template, render_text, render_text_or
 
 TEMPLATE_FILE = "template.toml"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -915,3 +915,26 @@ def text_context(template: CardTemplate, card: Card, language: str | None = None
         "organization": template.organization_name,
         "percent": p.percent,
     }
+
+
+_MARKUP = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+
+
+def card_text(template: CardTemplate, key: str, language: str, context: Mapping[str, Any]) -> str:
+    """The text ``key`` (a label key, ``terms`` or ``how_to_earn``) of ``template`` rendered in
+    ``language`` with ``context``; never raises for the text.
+
+    Publishing renders every text for representative cards, but a text stored before that check,
+    or failing only for an unusual card, must not turn a pass or a page into a server error: a
+    label falls back to its built-in translation (English for other languages), a body text to
+    the merchant's text without its markup. The failure is logged once per text."""
+    lang = language if language in template.texts else template.default_language
+    texts = template.texts[lang]
+    if key in LABEL_KEYS:
+        source = texts.label(key, lang)
+        builtin = BUILTIN_LABELS.get(lang, BUILTIN_LABELS["en"])[key]
+        fallback = render_text_or(builtin, context, fallback="", field=f"built-in {key}")
+    else:
+        source = getattr(texts, key)
+        fallback = " ".join(_MARKUP.sub(" ", source).split())
+    return render_text_or(source, context, fallback=fallback, field=f"texts.{lang}.{key}")

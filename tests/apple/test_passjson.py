@@ -388,3 +388,33 @@ def test_pass_strings_escaping(salon: CardTemplate) -> None:
     de = parse_strings(pass_strings(template, card)["de"])
     terms_key = field(build_pass_json(template, card, **IDS), "terms")["value"]
     assert de[terms_key] == 'Keine "Barauszahlung".\nDanke'
+
+
+# -- issue 12: a text that fails at serving time is a fallback, never an error -------------------
+
+
+def broken(template: CardTemplate, **texts: str) -> CardTemplate:
+    """``template`` with texts that fail to render, bypassing validation (as a template stored
+    before the publish-time checks existed would)."""
+    lang = template.default_language
+    bad = template.texts[lang].model_copy(update=texts)
+    return template.model_copy(update={"texts": {**template.texts, lang: bad}})
+
+
+def test_a_failing_text_falls_back_and_is_logged_once(
+    coffee: CardTemplate, caplog: pytest.LogCaptureFixture
+) -> None:
+    template = broken(
+        coffee,
+        next_reward_value="{{ remainig }}",
+        progress_value="{{ holder_name|truncate(1) }}",
+        terms="Terms apply. {{ 1 // 0 }}",
+    )
+    for _ in range(2):
+        data = build_pass_json(template, card_for(template, stamps=3), **IDS)
+    # the built-in text of the language, and the merchant's text without the failing markup
+    assert field(data, "next_reward")["value"] == "Free coffee in 5"
+    assert field(data, "progress")["value"] == "3 / 8"
+    assert field(data, "terms")["value"] == "Terms apply."
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 3

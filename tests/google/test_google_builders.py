@@ -248,3 +248,18 @@ def test_bad_settings_are_refused(kwargs: dict, match: str) -> None:  # type: ig
 def test_country_code(template: CardTemplate) -> None:
     settings = GoogleSettings(ISSUER, "https://img.example", country_code="de")
     assert build_loyalty_class(template, settings)["countryCode"] == "DE"
+
+
+def test_a_failing_text_falls_back_instead_of_failing(
+    template: CardTemplate, settings: GoogleSettings
+) -> None:
+    lang = template.default_language
+    bad = template.texts[lang].model_copy(
+        update={"next_reward_value": "{{ remainig }}", "how_to_earn": "{{ 1 // 0 }}Ask us."}
+    )
+    broken = template.model_copy(update={"texts": {**template.texts, lang: bad}})
+    mods = modules(build_loyalty_object(broken, make_card(broken, 3), settings))
+    assert mods["reward"]["body"] == render_text(
+        "{{ next_reward }} in {{ remaining }}", text_context(broken, make_card(broken, 3))
+    )
+    assert mods["earn"]["body"] == "Ask us."

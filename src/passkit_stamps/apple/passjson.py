@@ -41,11 +41,11 @@ from ..model import (
     Card,
     CardState,
     CardTemplate,
+    card_text,
     localized,
     progress,
     text_context,
 )
-from ..templating import render_text
 
 __all__ = [
     "BARCODE_FORMATS",
@@ -230,20 +230,14 @@ def compose_pass(
     def label(name: str, symbol: str) -> str:
         return strings.key({lang: template.label(name, lang) for lang in languages}, symbol)
 
+    # card_text: a text that fails at serving time becomes a fallback, never an error
     def rendered(name: str, symbol: str) -> str:
         return strings.key(
-            {lang: render_text(template.label(name, lang), contexts[lang]) for lang in languages},
+            {lang: card_text(template, name, lang, contexts[lang]) for lang in languages},
             symbol,
         )
 
-    def body(name: str, symbol: str) -> str:  # terms, how_to_earn: required texts per language
-        return strings.key(
-            {
-                lang: render_text(getattr(template.texts[lang], name), contexts[lang])
-                for lang in languages
-            },
-            symbol,
-        )
+    body = rendered  # terms, how_to_earn: required texts per language, rendered alike
 
     p = progress(template, card)
     change_progress = label("progress_change_message", "progress.changeMessage")

@@ -32,11 +32,11 @@ from ..model import (
     CardState,
     CardTemplate,
     Voucher,
+    card_text,
     localized,
     progress,
     text_context,
 )
-from ..templating import render_text
 from .ids import check_issuer_id, class_id, module_id, object_id
 
 Resource = dict[str, Any]
@@ -230,10 +230,9 @@ def build_loyalty_object(template: CardTemplate, card: Card, settings: GoogleSet
     lang = card.language if card.language in template.texts else template.default_language
     context = text_context(template, card, lang)
     p = progress(template, card)
-    texts = template.texts_for(lang)
 
-    def label(key: str) -> str:
-        return render_text(template.label(key, lang), context)
+    def label(key: str) -> str:  # a text that fails becomes a fallback, never an error
+        return card_text(template, key, lang, context)
 
     balance = f"{p.stamps}/{p.required}"
     resource: Resource = {
@@ -267,15 +266,19 @@ def build_loyalty_object(template: CardTemplate, card: Card, settings: GoogleSet
         _text(
             PROGRESS,
             label("progress_label"),
-            render_text(template.label("progress_value", lang), context),
+            label("progress_value"),
         ),
         _text(NEXT_REWARD, label("next_reward_label"), next_body),
     ]
     if card.message:
         modules.append(_text(MESSAGE, label("message_label"), card.message))
     tail = [
-        _text(HOW_TO_EARN, label("how_to_earn_label"), render_text(texts.how_to_earn, context)),
-        _text(TERMS, label("terms_label"), render_text(texts.terms, context)),
+        _text(
+            HOW_TO_EARN,
+            label("how_to_earn_label"),
+            card_text(template, "how_to_earn", lang, context),
+        ),
+        _text(TERMS, label("terms_label"), card_text(template, "terms", lang, context)),
     ]
     modules.extend(
         _voucher_modules(card.vouchers_ready, MAX_TEXT_MODULES - len(modules) - len(tail))
