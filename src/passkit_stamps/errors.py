@@ -125,6 +125,11 @@ class StoreError(PasskitStampsError):
     """The store failed or its schema cannot be used."""
 
 
+class StoreNotFoundError(StoreError):
+    """Opened for reading, the store does not exist (no SQLite file, no PostgreSQL database)
+    or has no tables: nothing was created."""
+
+
 class NotFoundError(PasskitStampsError):
     """Something looked up does not exist."""
 

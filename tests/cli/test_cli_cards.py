@@ -92,7 +92,11 @@ def test_a_card_from_issue_to_export(db: str, templates_dir: Path, tmp_path: Pat
         (("journal", "--limit", "0"), "limit must be"),
     ],
 )
-def test_errors_are_one_line(db: str, args: tuple[str, ...], message: str) -> None:
+def test_errors_are_one_line(
+    db: str, templates_dir: Path, args: tuple[str, ...], message: str
+) -> None:
+    # The store exists (reading commands refuse a missing one; see tests/store/test_store_files)
+    ok(db, "templates", "publish", str(templates_dir / "coffee"))
     result = run(db, *args)
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]

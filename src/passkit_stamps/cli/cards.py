@@ -42,12 +42,14 @@ def _db_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def _run(db: str, action: Callable[[StampService], Awaitable[T]]) -> T:
+def _run(db: str, action: Callable[[StampService], Awaitable[T]], *, create: bool = True) -> T:
+    """Run ``action`` on the store at ``db``. Reading commands pass ``create=False``: a
+    mistyped --db is then an error, not a new empty store."""
     from ..service import StampService
     from ..store.store import Store
 
     async def main() -> T:
-        store = await Store.open(db)
+        store = await Store.open(db, create=create)
         try:
             return await action(StampService(store))
         finally:
@@ -290,7 +292,7 @@ def delete(serial: str, db: str, as_json: bool) -> None:
 @_db_option
 def card(serial: str, db: str, as_json: bool) -> None:
     """Show a card's details."""
-    _echo_details(_run(db, lambda s: s.get_card(serial)), as_json)
+    _echo_details(_run(db, lambda s: s.get_card(serial), create=False), as_json)
 
 
 @click.command("cards")
@@ -325,6 +327,7 @@ def cards_command(
             limit=limit,
             offset=offset,
         ),
+        create=False,
     )
     if as_json:
         _echo_json(
@@ -374,7 +377,7 @@ def cards_command(
 @_db_option
 def history(serial: str, db: str, as_json: bool) -> None:
     """Show a card's events, oldest first."""
-    _echo_entries(_run(db, lambda s: s.card_history(serial)), as_json)
+    _echo_entries(_run(db, lambda s: s.card_history(serial), create=False), as_json)
 
 
 @click.command("journal")
@@ -403,6 +406,7 @@ def journal(
         lambda s: s.journal(
             types=types or None, template_id=template_id, limit=limit, offset=offset
         ),
+        create=False,
     )
     _echo_entries(page.items, as_json, total=page.total)
 
@@ -432,7 +436,7 @@ def export_csv(output: Path | None, template_id: str | None, db: str, as_json: b
                 handle.close()
         return max(count - 1, 0)
 
-    rows = _run(db, action)
+    rows = _run(db, action, create=False)
     if output:
         message = {"file": str(output), "cards": rows}
         click.echo(json.dumps(message) if as_json else f"wrote {rows} card(s) to {output}")
@@ -470,7 +474,7 @@ def publish(folder: Path, db: str, as_json: bool) -> None:
 @_db_option
 def list_templates(db: str, as_json: bool) -> None:
     """List published template versions."""
-    found = _run(db, lambda s: s.list_templates())
+    found = _run(db, lambda s: s.list_templates(), create=False)
     if as_json:
         _echo_json([{"id": i, "version": v, "name": n} for i, v, n in found])
         return

@@ -17,9 +17,11 @@ aiosqlite, which was most of an operation's time. On PostgreSQL the function run
 from __future__ import annotations
 
 import asyncio
+import os
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -27,7 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreNotFoundError
 from . import schema
 
 T = TypeVar("T")
@@ -106,8 +108,14 @@ class Store:
         connect_args: Mapping[str, Any] | None = None,
         pool_size: int = 10,
         sqlite_synchronous: str = "NORMAL",
+        create: bool = True,
     ) -> Store:
         """Open the database at ``url``, creating or upgrading its schema.
+
+        ``create=False`` opens for reading: a SQLite file that does not exist, a PostgreSQL
+        database that does not exist, or a database without the store's tables raises
+        StoreNotFoundError and nothing is created (a mistyped URL must not leave an empty store
+        behind). An existing store of an older version is still upgraded.
 
         ``connect_args`` go to the driver (e.g. ``{"server_settings": {"search_path": "x"}}``
         for asyncpg). ``sqlite_synchronous``: SQLite's ``PRAGMA synchronous`` (NORMAL: in WAL
@@ -131,6 +139,10 @@ class Store:
             if parsed.database in (None, "", ":memory:"):
                 raise StoreError("SQLite needs a file: sqlite:///path/file.db (not :memory:)")
             kwargs["connect_args"].setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+            if create:
+                _create_sqlite_file(url, parsed.database)
+            elif not _sqlite_has_store(parsed.database):
+                raise _not_found(url)
         sync_engine: sa.Engine | None = None
         try:
             engine = create_async_engine(async_url, **kwargs)
@@ -151,6 +163,8 @@ class Store:
         store = cls(engine, url, connect_args, sync_engine=sync_engine)
         try:
             async with store.write() as conn:
+                if not create and await conn.run_sync(schema.current_version) == 0:
+                    raise _not_found(url)
                 await conn.run_sync(schema.upgrade)
                 if store.is_sqlite:
                     store.has_search_index = await conn.run_sync(schema.has_search_index)
@@ -159,6 +173,8 @@ class Store:
             raise
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             await store.close()
+            if _is_missing_database(exc):
+                raise _not_found(url) from None
             raise StoreError(f"cannot open store {_safe(url)}: {_first_line(exc)}") from None
         return store
 
@@ -251,6 +267,55 @@ def _configure_sqlite(engine: sa.Engine, synchronous: str) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+def _create_sqlite_file(url: str, path: str) -> None:
+    """Create a new SQLite database file 0600 whatever the umask: it holds every authentication
+    token and the holders' personal data. SQLite gives its -wal and -shm files the database
+    file's mode (tested), so they follow. An existing file keeps its mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create store {_safe(url)}: {exc.strerror}") from None
+    try:
+        # The umask may have taken bits away but never adds any; fchmod makes it exact anyway.
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _sqlite_has_store(path: str) -> bool:
+    """Whether ``path`` is a SQLite database with the store's tables, looked at read-only (no
+    file, WAL or table is created by looking)."""
+    import sqlite3
+
+    if not os.path.isfile(path):
+        return False
+    try:
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+    except sqlite3.Error:
+        # Not a database at all (or unreadable): let the normal open report it.
+        return True
+    return found is not None
+
+
+def _not_found(url: str) -> StoreNotFoundError:
+    return StoreNotFoundError(
+        f"no store at {_safe(url)} (nothing created): check --db / PASSKIT_STAMPS_DB, or create "
+        "the store with `passkit-stamps templates publish FOLDER --db URL`"
+    )
+
+
+def _is_missing_database(exc: BaseException) -> bool:
+    """PostgreSQL's "database does not exist" (SQLSTATE 3D000): the server cannot create it."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == "3D000" or getattr(orig, "pgcode", None) == "3D000"
 
 
 def _safe(url: str) -> str:
