@@ -79,6 +79,8 @@ class ArchiveLimits:
     max_entries: int = 100
     max_ratio: float = 100.0  # uncompressed / compressed, per entry ...
     ratio_floor: int = 64 * 1024  # ... for entries larger than this (tiny JSON compresses well)
+    # Reasons reported at most (a hostile manifest can list any number of missing files).
+    max_reasons: int = 50
 
 
 def _too_compressed(size: int, compressed: int, limits: ArchiveLimits) -> bool:
@@ -557,12 +559,20 @@ def _check_manifest(
         reasons.append('manifest.json must be an object {"file name": "sha1 hex", ...}')
         return None
     manifest: dict[str, str] = value
+    missing = 0
     for name, expected in sorted(manifest.items()):
         content = files.get(name)
         if content is None:
-            reasons.append(f"manifest.json lists {name} but the archive does not contain it")
+            missing += 1
+            if missing <= ArchiveLimits.max_reasons:  # one line each is enough to see the problem
+                reasons.append(f"manifest.json lists {name} but the archive does not contain it")
         elif not hmac.compare_digest(hashlib.sha1(content).hexdigest(), expected.lower()):
             reasons.append(f"{name} does not match its SHA-1 hash in manifest.json (changed)")
+    if missing > ArchiveLimits.max_reasons:
+        reasons.append(
+            f"manifest.json lists {missing - ArchiveLimits.max_reasons:,} more files "
+            "the archive does not contain"
+        )
     for name in sorted(files):
         if name not in manifest and name not in _UNSIGNED_NAMES:
             reasons.append(f"{name} is in the archive but not listed in manifest.json")
@@ -704,6 +714,9 @@ def verify_pkpass(
         reasons.append("no icon.png: Wallet does not show a pass without an icon")
     reasons.extend(f"{name} is not a PNG image" for name in icons if not _is_png(files[name]))
     if reasons or manifest is None or pass_json is None or check is None or signer is None:
+        if len(reasons) > limits.max_reasons:
+            hidden = len(reasons) - limits.max_reasons
+            reasons = [*reasons[: limits.max_reasons], f"and {hidden:,} more reason(s)"]
         raise InvalidPassError(reasons or ["pass could not be verified"])
     return VerifiedPass(
         pass_json=pass_json,

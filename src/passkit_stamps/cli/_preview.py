@@ -15,8 +15,11 @@ import click
 if TYPE_CHECKING:
     from ..model import Card, CardTemplate
 
-# The holder name's bound (model.Holder.name), stated in the options' help.
+# The holder's bounds (model.Holder; tests/cli keeps them in agreement), stated in the options'
+# help without importing the model.
 MAX_NAME = 200
+MAX_EMAIL = 320
+MAX_PHONE = 40
 
 
 def check_stamps(template: CardTemplate, stamps: int) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ._options import LazyChoice, card_states, event_types
+from ._preview import MAX_EMAIL, MAX_NAME, MAX_PHONE
 
 if TYPE_CHECKING:  # imported inside the commands: the store and service are large imports
     from ..model import Card
@@ -117,6 +118,10 @@ def _echo_change(change: Change, as_json: bool) -> None:
         return
     card = change.card
     click.echo(f"card {card.serial}: {card.stamps} stamp(s), {card.state.value}")
+    if change.replayed:
+        # The events are those of the first request: listing them again would read as new ones.
+        click.echo("  replay: this idempotency key was used before; nothing changed")
+        return
     for e in change.events:
         extra = f"  {e.reward}" if e.reward else ""
         code = f"  voucher {e.voucher_code}" if e.voucher_code else ""
@@ -188,9 +193,13 @@ def _echo_details(details: CardDetails, as_json: bool) -> None:
 
 @click.command("issue")
 @click.argument("template_id")
-@click.option("--name", required=True, help="The customer's name.")
-@click.option("--email", default=None)
-@click.option("--phone", default=None)
+@click.option("--name", required=True, help=f"The customer's name (up to {MAX_NAME} characters).")
+@click.option("--email", default=None, help=f"E-mail address (NAME@DOMAIN, up to {MAX_EMAIL}).")
+@click.option(
+    "--phone",
+    default=None,
+    help=f"Phone number (digits, spaces and + ( ) . / -, up to {MAX_PHONE}).",
+)
 @click.option("--version", "version", type=int, default=None, help="Template version (latest).")
 @_db_option
 def issue(
@@ -210,7 +219,7 @@ def issue(
     try:
         holder = Holder(name=name, email=email, phone=phone)
     except ValidationError as exc:  # say which option, in one line
-        fields = ", ".join(f"--{e['loc'][0]}" for e in exc.errors())
+        fields = ", ".join(f"--{e['loc'][0]} ({e['msg'].lower()})" for e in exc.errors())
         raise click.UsageError(f"invalid {fields}") from None
     change = _run(db, lambda s: s.issue_card(template_id, holder, version=version))
     _echo_change(change, as_json)
@@ -232,7 +241,8 @@ def stamp(
     _echo_change(change, as_json)
 
 
-@click.command("set-stamps")
+# A negative count is an argument with a rule error, not an unknown option "-1".
+@click.command("set-stamps", context_settings={"ignore_unknown_options": True})
 @click.argument("serial")
 @click.argument("n", type=int)
 @_db_option
@@ -422,7 +432,12 @@ def journal(
 @click.option("--template", "template_id", default=None)
 @_db_option
 def export_csv(output: Path | None, template_id: str | None, db: str, as_json: bool) -> None:
-    """Export the customer data as CSV (streamed: any number of cards)."""
+    """Export the customer data as CSV (streamed: any number of cards).
+
+    With -o FILE, --json prints the summary (file, cards) as JSON.
+    """
+    if as_json and output is None:
+        raise click.UsageError("--json goes with -o FILE: the CSV itself is written to stdout")
 
     async def action(service: StampService) -> int:
         count = 0

@@ -50,11 +50,13 @@ def _summary(name: str, verified: VerifiedPass) -> list[str]:
     help="Check certificate validity at this UTC time instead of now.",
 )
 def verify_command(file: Path, ca: Path | None, at: datetime | None) -> None:
-    """Check a .pkpass: archive, manifest hashes, signature, pass.json, icon.
+    """Check a .pkpass (or each pass in a .pkpasses bundle): archive, manifest hashes, signature,
+    pass.json, icon.
 
-    Prints a summary when the pass is valid; otherwise every reason, and exits with status 1.
+    Prints a summary when the pass is valid; otherwise its reasons (the first 50), and exits with
+    status 1.
     """
-    from ..apple.verify import ArchiveLimits, verify_pkpass
+    from ..apple.verify import ArchiveLimits, read_archive, verify_pkpass
     from ..errors import InvalidPassError, UnsafeArchiveError
 
     limits = ArchiveLimits()
@@ -62,15 +64,34 @@ def verify_command(file: Path, ca: Path | None, at: datetime | None) -> None:
     with file.open("rb") as handle:
         data = handle.read(limits.max_archive_bytes + 1)
     now = at.replace(tzinfo=UTC) if at else None
+    root = ca.read_bytes() if ca else None
+    passes = [(str(file), data)]
     try:
-        verified = verify_pkpass(data, ca=ca.read_bytes() if ca else None, now=now, limits=limits)
-    except InvalidPassError as exc:
-        kind = "UNSAFE" if isinstance(exc, UnsafeArchiveError) else "INVALID"
-        click.echo(f"{kind} {file} ({len(exc.reasons)} reason(s)):")
-        for reason in exc.reasons:
-            click.echo(f"  - {reason}")
-        raise click.exceptions.Exit(1) from None
-    click.echo("\n".join(_summary(str(file), verified)))
+        files, _ = read_archive(data, limits)
+    except InvalidPassError:
+        files = {}  # verify_pkpass reports it
+    if files and all(name.endswith(".pkpass") for name in files):
+        # A .pkpasses bundle: each entry is a pass of its own.
+        passes = [(f"{file}:{name}", files[name]) for name in files]
+    failed = False
+    for name, content in passes:
+        try:
+            verified = verify_pkpass(content, ca=root, now=now, limits=limits)
+        except InvalidPassError as exc:
+            failed = True
+            kind = "UNSAFE" if isinstance(exc, UnsafeArchiveError) else "INVALID"
+            cap = limits.max_reasons
+            reasons = exc.reasons
+            if len(reasons) > cap + 1:  # verify_pkpass caps them (cap + "and N more"); so do we
+                reasons = (*reasons[:cap], f"and {len(reasons) - cap:,} more reason(s)")
+            count = f"{len(reasons)} reason(s)" if len(reasons) <= cap else f"over {cap} reasons"
+            click.echo(f"{kind} {name} ({count}):")
+            for reason in reasons:
+                click.echo(f"  - {reason}")
+            continue
+        click.echo("\n".join(_summary(name, verified)))
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 COMMANDS: list[click.Command] = [verify_command]
