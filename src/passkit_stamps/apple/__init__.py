@@ -7,21 +7,17 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:  # what mypy and IDEs see; at run time the names load on first use
-    from .bundle import (
-        PKPASS_MIME_TYPE,
-        PKPASSES_MIME_TYPE,
-        PassBuilder,
-        build_pkpasses,
-    )
+    from .bundle import PassBuilder, build_pkpasses
     from .credentials import SigningCredentials
+    from .media import PKPASS_MIME_TYPE, PKPASSES_MIME_TYPE
     from .passjson import build_pass_json, pass_strings
     from .signing import sign_manifest
     from .verify import VerifiedPass, verify_pkpass
 
 # Public name -> the submodule that defines it.
 _EXPORTS: dict[str, str] = {
-    "PKPASS_MIME_TYPE": "bundle",
-    "PKPASSES_MIME_TYPE": "bundle",
+    "PKPASS_MIME_TYPE": "media",
+    "PKPASSES_MIME_TYPE": "media",
     "PassBuilder": "bundle",
     "build_pkpasses": "bundle",
     "SigningCredentials": "credentials",

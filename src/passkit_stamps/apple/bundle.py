@@ -29,6 +29,7 @@ from .. import images
 from ..errors import PassBuildError
 from ..model import Card, CardTemplate, progress
 from .credentials import SigningCredentials
+from .media import PKPASS_MIME_TYPE, PKPASSES_MIME_TYPE
 from .passjson import check_web_service_url, compose_pass
 from .signing import sign_manifest
 
@@ -41,8 +42,6 @@ __all__ = [
     "build_pkpasses",
 ]
 
-PKPASS_MIME_TYPE = "application/vnd.apple.pkpass"
-PKPASSES_MIME_TYPE = "application/vnd.apple.pkpasses"
 MAX_PKPASSES = 10  # Apple's limit for one .pkpasses bundle
 MAX_PKPASSES_BYTES = 150 * 1024 * 1024  # Apple's size limit for a .pkpasses bundle
 

@@ -24,11 +24,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..apple.media import PKPASS_MIME_TYPE
 from ..errors import CardNotFoundError
 from . import requests as rq
 from .context import PassState, WebContext
-
-PKPASS_TYPE = "application/vnd.apple.pkpass"
 
 _UNAUTHORIZED = 401
 _NOT_FOUND = 404
@@ -148,8 +147,8 @@ class AppleWebService:
         data = await run_in_threadpool(self.ctx.builder.build, template, card)
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(data))
-            return Response(b"", headers=headers, media_type=PKPASS_TYPE)
-        return Response(data, headers=headers, media_type=PKPASS_TYPE)
+            return Response(b"", headers=headers, media_type=PKPASS_MIME_TYPE)
+        return Response(data, headers=headers, media_type=PKPASS_MIME_TYPE)
 
     # -- the device log -----------------------------------------------------------------------
 

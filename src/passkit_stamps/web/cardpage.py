@@ -16,6 +16,7 @@ import jinja2
 import segno
 from markupsafe import Markup
 
+from ..apple.media import PKPASS_MIME_TYPE
 from ..errors import TextTemplateError
 from ..model import Card, CardState, CardTemplate, Color, localized, progress, text_context
 from ..templating import render_text
@@ -198,6 +199,7 @@ def page_context(
             "label": readable_on(design.background_color, design.label_color),
         },
         "links": links,
+        "pkpass_type": PKPASS_MIME_TYPE,
         "logo_alt": page_label("logo_alt", lang, organization=template.organization_name),
         "holder_label": label("holder_label"),
         "holder_name": card.holder.name,

@@ -17,10 +17,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .. import images
+from ..apple.media import PKPASS_MIME_TYPE
 from ..engine import Platform
 from ..errors import CardNotFoundError, GoogleWalletError, PasskitStampsError
 from . import requests as rq
-from .apple import PKPASS_TYPE
 from .cardpage import CardPageLinks, render_card_page
 from .config import IMAGES_PATH
 from .context import WebContext
@@ -103,7 +103,7 @@ class CardPages:
         data = await run_in_threadpool(self.ctx.builder.build, template, card)
         headers = dict(_PAGE_HEADERS)
         headers["Content-Disposition"] = f'attachment; filename="{card.serial}.pkpass"'
-        return Response(data, headers=headers, media_type=PKPASS_TYPE)
+        return Response(data, headers=headers, media_type=PKPASS_MIME_TYPE)
 
     async def _record_web(self, serial: str) -> None:
         # Once: the service journals pass_added (web) the first time only anyway.
