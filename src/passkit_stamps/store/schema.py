@@ -4,6 +4,13 @@ One schema serves SQLite and PostgreSQL. Times are stored in UTC (SQLite hands t
 :func:`utc` makes them aware again). The schema version is recorded in ``schema_version``, one row
 per applied step; :func:`upgrade` applies the missing steps in order and refuses a database written
 by a newer library (it could not know what the newer tables mean).
+
+The ``Table`` objects describe the CURRENT schema (what queries use); the steps are frozen DDL as
+each version released it, never derived from the Tables, so a column added later cannot change
+what an old step creates. To change the schema: add the column (or table, index) to its Table,
+append a step with the DDL for both dialects (``ALTER TABLE ... ADD COLUMN ...``), raise
+:data:`SCHEMA_VERSION`. ``tests/store/test_schema_upgrades.py`` fails until the Tables and the
+steps agree and every past version upgrades to what a fresh database gets (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -246,12 +253,177 @@ def utc(value: datetime | None) -> datetime | None:
 # -- upgrades -------------------------------------------------------------------------------------
 
 
-def _step_1(conn: Connection) -> None:
-    """The first schema: every table above, and the change-tag counter at 0."""
-    metadata.create_all(conn)
+#: Column types of the frozen DDL below, per dialect (what SQLAlchemy emitted for step 1).
+_STEP_1_TYPES: dict[str, dict[str, str]] = {
+    "sqlite": {"time": "DATETIME", "id": "INTEGER", "id_ref": "INTEGER", "bytes": "BLOB"},
+    "postgresql": {
+        "time": "TIMESTAMP WITH TIME ZONE",
+        "id": "BIGSERIAL",
+        "id_ref": "BIGINT",
+        "bytes": "BYTEA",
+    },
+}
+
+#: Schema version 1 as released, frozen: never edit (a database created by it exists in the
+#: field). Later changes are new steps; the Table objects above describe the current schema.
+_STEP_1_DDL = (
+    """CREATE TABLE schema_version (
+        version INTEGER NOT NULL,
+        applied_at {time} NOT NULL,
+        PRIMARY KEY (version))""",
+    """CREATE TABLE counters (
+        name VARCHAR(40) NOT NULL,
+        value BIGINT NOT NULL,
+        PRIMARY KEY (name))""",
+    """CREATE TABLE images (
+        sha256 VARCHAR(64) NOT NULL,
+        data {bytes} NOT NULL,
+        PRIMARY KEY (sha256))""",
+    """CREATE TABLE templates (
+        id VARCHAR(63) NOT NULL,
+        version INTEGER NOT NULL,
+        name VARCHAR(100) NOT NULL,
+        stamps_required INTEGER NOT NULL,
+        content TEXT NOT NULL,
+        content_digest VARCHAR(64) NOT NULL,
+        rules_digest VARCHAR(64) NOT NULL,
+        published_at {time} NOT NULL,
+        updated_at {time} NOT NULL,
+        PRIMARY KEY (id, version))""",
+    """CREATE TABLE holders (
+        id {id} NOT NULL,
+        name VARCHAR(200),
+        email VARCHAR(320),
+        phone VARCHAR(40),
+        birthday DATE,
+        created_at {time} NOT NULL,
+        PRIMARY KEY (id))""",
+    """CREATE TABLE cards (
+        serial VARCHAR(64) NOT NULL,
+        template_id VARCHAR(63) NOT NULL,
+        template_version INTEGER NOT NULL,
+        holder_id {id_ref} NOT NULL,
+        stamps INTEGER NOT NULL,
+        rounds_completed INTEGER NOT NULL,
+        state VARCHAR(16) NOT NULL,
+        created_at {time} NOT NULL,
+        last_stamp_at {time},
+        expires_at {time},
+        authentication_token VARCHAR(128) NOT NULL,
+        message VARCHAR(1000),
+        language VARCHAR(16),
+        search_text VARCHAR(700) NOT NULL,
+        change_tag BIGINT NOT NULL,
+        updated_at {time} NOT NULL,
+        deleted_at {time},
+        PRIMARY KEY (serial),
+        FOREIGN KEY (template_id, template_version) REFERENCES templates (id, version),
+        FOREIGN KEY (holder_id) REFERENCES holders (id))""",
+    "CREATE INDEX ix_cards_template ON cards (template_id, template_version)",
+    "CREATE INDEX ix_cards_created ON cards (created_at, serial)",
+    "CREATE INDEX ix_cards_change_tag ON cards (change_tag)",
+    "CREATE INDEX ix_cards_holder ON cards (holder_id)",
+    "CREATE INDEX ix_cards_state ON cards (state)",
     # Released with step 1 (dropped again by step 2): a B-tree cannot serve a substring search.
-    conn.execute(sa.text("CREATE INDEX ix_cards_search ON cards (search_text)"))
-    conn.execute(counters.insert().values(name="change_tag", value=0))
+    "CREATE INDEX ix_cards_search ON cards (search_text)",
+    """CREATE TABLE vouchers (
+        serial VARCHAR(64) NOT NULL,
+        code VARCHAR(64) NOT NULL,
+        position INTEGER NOT NULL,
+        kind VARCHAR(16) NOT NULL,
+        title VARCHAR(200) NOT NULL,
+        description VARCHAR(2000) NOT NULL,
+        issued_at {time} NOT NULL,
+        redeemed_at {time},
+        reward_at INTEGER,
+        PRIMARY KEY (serial, code),
+        FOREIGN KEY (serial) REFERENCES cards (serial))""",
+    """CREATE TABLE card_platforms (
+        serial VARCHAR(64) NOT NULL,
+        platform VARCHAR(16) NOT NULL,
+        added_at {time} NOT NULL,
+        PRIMARY KEY (serial, platform),
+        FOREIGN KEY (serial) REFERENCES cards (serial))""",
+    "CREATE INDEX ix_card_platforms_platform ON card_platforms (platform, serial)",
+    """CREATE TABLE events (
+        id {id} NOT NULL,
+        type VARCHAR(32) NOT NULL,
+        at {time} NOT NULL,
+        serial VARCHAR(64) NOT NULL,
+        template_id VARCHAR(63) NOT NULL,
+        template_version INTEGER NOT NULL,
+        code VARCHAR(200),
+        stamps INTEGER NOT NULL,
+        required INTEGER NOT NULL,
+        reward VARCHAR(200),
+        voucher_code VARCHAR(64),
+        data JSON NOT NULL,
+        actor VARCHAR(200),
+        PRIMARY KEY (id))""",
+    "CREATE INDEX ix_events_serial ON events (serial, id)",
+    "CREATE INDEX ix_events_type ON events (type, id)",
+    "CREATE INDEX ix_events_template ON events (template_id, id)",
+    "CREATE INDEX ix_events_at ON events (at)",
+    """CREATE TABLE devices (
+        device_library_id VARCHAR(128) NOT NULL,
+        push_token VARCHAR(256) NOT NULL,
+        created_at {time} NOT NULL,
+        updated_at {time} NOT NULL,
+        PRIMARY KEY (device_library_id))""",
+    """CREATE TABLE registrations (
+        device_library_id VARCHAR(128) NOT NULL,
+        pass_type_id VARCHAR(255) NOT NULL,
+        serial VARCHAR(64) NOT NULL,
+        created_at {time} NOT NULL,
+        PRIMARY KEY (device_library_id, pass_type_id, serial),
+        FOREIGN KEY (device_library_id) REFERENCES devices (device_library_id),
+        FOREIGN KEY (serial) REFERENCES cards (serial))""",
+    "CREATE INDEX ix_registrations_serial ON registrations (serial)",
+    """CREATE TABLE google_objects (
+        serial VARCHAR(64) NOT NULL,
+        object_id VARCHAR(255) NOT NULL,
+        class_id VARCHAR(255) NOT NULL,
+        state VARCHAR(32) NOT NULL,
+        last_synced {time},
+        PRIMARY KEY (serial),
+        FOREIGN KEY (serial) REFERENCES cards (serial),
+        UNIQUE (object_id))""",
+    """CREATE TABLE outbox (
+        id {id} NOT NULL,
+        serial VARCHAR(64) NOT NULL,
+        platform VARCHAR(16) NOT NULL,
+        reason VARCHAR(32) NOT NULL,
+        silent BOOLEAN NOT NULL,
+        change_tag BIGINT NOT NULL,
+        created_at {time} NOT NULL,
+        attempts INTEGER DEFAULT '0' NOT NULL,
+        PRIMARY KEY (id))""",
+    "CREATE INDEX ix_outbox_serial ON outbox (serial, platform)",
+    """CREATE TABLE notifications (
+        id {id} NOT NULL,
+        serial VARCHAR(64) NOT NULL,
+        at {time} NOT NULL,
+        reason VARCHAR(32) NOT NULL,
+        PRIMARY KEY (id))""",
+    "CREATE INDEX ix_notifications_serial_at ON notifications (serial, at)",
+    """CREATE TABLE idempotency (
+        "key" VARCHAR(200) NOT NULL,
+        operation VARCHAR(32) NOT NULL,
+        request_digest VARCHAR(64) NOT NULL,
+        serial VARCHAR(64),
+        result TEXT NOT NULL,
+        created_at {time} NOT NULL,
+        PRIMARY KEY ("key"))""",
+    "INSERT INTO counters (name, value) VALUES ('change_tag', 0)",
+)
+
+
+def _step_1(conn: Connection) -> None:
+    """The first schema, as released: its tables and indexes, the change-tag counter at 0, and
+    on PostgreSQL the trigram search index (when pg_trgm can be had)."""
+    types = _STEP_1_TYPES[conn.dialect.name]
+    for statement in _STEP_1_DDL:
+        conn.exec_driver_sql(statement.format(**types))
     if conn.dialect.name == "postgresql":
         _postgres_trigram_index(conn)
 
@@ -350,7 +522,9 @@ def _postgres_trigram_index(conn: Connection) -> None:
     )
 
 
-#: Ordered upgrade steps: (version reached, step). Append only; never edit a released step.
+#: Ordered upgrade steps: (version reached, step). Append only; never edit a released step (nor
+#: the helpers it calls: _sqlite_search_index, _postgres_trigram_index): old databases were
+#: made by them as they are.
 UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _step_1), (2, _step_2))
 
 
@@ -361,9 +535,10 @@ def current_version(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0)
 
 
-def upgrade(conn: Connection) -> int:
+def upgrade(conn: Connection, *, target: int = SCHEMA_VERSION) -> int:
     """Bring the schema to :data:`SCHEMA_VERSION` inside the caller's transaction.
 
+    ``target`` stops at an older version (tests build databases as past releases left them).
     Raises StoreError when the database was written by a newer library.
     """
     if conn.dialect.name == "postgresql":
@@ -376,10 +551,10 @@ def upgrade(conn: Connection) -> int:
             f"{SCHEMA_VERSION}: upgrade passkit-stamps"
         )
     for version, step in UPGRADES:
-        if version > found:
+        if found < version <= target:
             step(conn)
             conn.execute(schema_version.insert().values(version=version, applied_at=_now()))
-    return SCHEMA_VERSION
+    return max(found, min(target, SCHEMA_VERSION))
 
 
 def _now() -> datetime:
