@@ -27,8 +27,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import ValidationError
-
 from .errors import (
     CardInactiveError,
     CardInputError,
@@ -400,7 +398,7 @@ def issue_card(
             expires_at=compute_expires_at(template, created_at=now, last_stamp_at=None),
             language=language,
         )
-    except ValidationError as exc:
+    except CardInputError as exc:  # the model names the field; keep the one-line rule
         raise CardInputError(
             f"invalid serial {serial!r:.80}: 1 to 64 characters of A-Z a-z 0-9 . _ -"
         ) from exc

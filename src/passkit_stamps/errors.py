@@ -115,7 +115,14 @@ class VoucherError(CardError):
 
 class CardInputError(CardError):
     """An input to a card operation is malformed (serial, language, code, coupon or message
-    text) or does not belong to the card (a template of another id or version)."""
+    text) or does not belong to the card (a template of another id or version).
+
+    When a model (Card, Holder, Voucher) refused its fields, ``problems`` lists each field and
+    its rule; otherwise it is empty."""
+
+    def __init__(self, message: str, *, problems: Iterable[Problem] = ()) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__(message)
 
 
 # -- storage ------------------------------------------------------------------------------------
@@ -221,7 +228,7 @@ class CallbackReplayError(CallbackVerificationError):
     """A correctly signed callback whose nonce was seen before (Google retries; answer 200)."""
 
 
-class GoogleConfigError(PasskitStampsError):
+class GoogleConfigError(GoogleWalletError):
     """A Google Wallet setting or input is malformed (issuer id, image base URL, origin, link)."""
 
 

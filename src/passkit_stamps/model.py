@@ -19,7 +19,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, ClassVar, NamedTuple, Self
 
 from pydantic import (
     BaseModel,
@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import Problem, TemplateError, TextTemplateError
+from .errors import CardInputError, PasskitStampsError, Problem, TemplateError, TextTemplateError
 from .templating import TEXT_VARIABLES, check_text_template, render_text, render_text_or
 
 TEMPLATE_FILE = "template.toml"
@@ -48,12 +48,29 @@ MAX_TOML_DEPTH = 16
 # -- colours ------------------------------------------------------------------------------------
 
 
-class Color(NamedTuple):
-    """An sRGB colour. Written in templates as ``#rrggbb`` or ``rgb(r, g, b)``."""
-
+class _RGB(NamedTuple):
     r: int
     g: int
     b: int
+
+
+class Color(_RGB):
+    """An sRGB colour. Written in templates as ``#rrggbb`` or ``rgb(r, g, b)``.
+
+    Each channel is an integer 0 to 255; anything else is a TemplateError."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        try:
+            channels = _RGB(*args, **kwargs)
+        except TypeError:  # a wrong count or name of arguments
+            raise TemplateError([Problem("colour", "invalid colour: give r, g and b")]) from None
+        if reason := _channel_problem(channels):
+            raise TemplateError(
+                [Problem("colour", f"invalid colour {tuple(channels)!r:.60}: {reason}")]
+            )
+        return super().__new__(cls, *channels)
 
     def apple(self) -> str:
         """Apple's pass.json form: ``rgb(r, g, b)``."""
@@ -79,27 +96,44 @@ class Color(NamedTuple):
 
 
 _HEX = re.compile(r"#([0-9a-fA-F]{6})")
-_RGB = re.compile(r"rgb\(\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*\)")
+_RGB_TEXT = re.compile(r"rgb\(\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*\)")
 
 
-def parse_color(value: Any) -> Color:
+def _channel_problem(channels: tuple[Any, ...]) -> str | None:
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in channels):
+        return "each channel must be an integer"
+    if not all(0 <= c <= 255 for c in channels):
+        return "each channel must be 0 to 255"
+    return None
+
+
+def _parse_color(value: Any) -> Color:
+    """The colour of ``value``; ValueError (for pydantic to place) when it is not one."""
     if isinstance(value, Color):
         return value
     if isinstance(value, tuple | list) and len(value) == 3:
-        r, g, b = (int(v) for v in value)
+        channels = tuple(value)
     elif isinstance(value, str) and (m := _HEX.fullmatch(value.strip())):
         h = m.group(1)
-        r, g, b = int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
-    elif isinstance(value, str) and (m := _RGB.fullmatch(value.strip())):
-        r, g, b = (int(m.group(i)) for i in (1, 2, 3))
+        channels = (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16))
+    elif isinstance(value, str) and (m := _RGB_TEXT.fullmatch(value.strip())):
+        channels = tuple(int(m.group(i)) for i in (1, 2, 3))
     else:
-        raise ValueError(f"invalid colour {value!r}: use '#rrggbb' or 'rgb(r, g, b)'")
-    if not all(0 <= c <= 255 for c in (r, g, b)):
-        raise ValueError(f"invalid colour {value!r}: each channel must be 0 to 255")
-    return Color(r, g, b)
+        raise ValueError(f"invalid colour {value!r:.60}: use '#rrggbb' or 'rgb(r, g, b)'")
+    if reason := _channel_problem(channels):
+        raise ValueError(f"invalid colour {value!r:.60}: {reason}")
+    return Color(*channels)
 
 
-ColorField = Annotated[Color, BeforeValidator(parse_color)]
+def parse_color(value: Any) -> Color:
+    """Parse ``#rrggbb``, ``rgb(r, g, b)`` or three channels; a TemplateError otherwise."""
+    try:
+        return _parse_color(value)
+    except ValueError as exc:
+        raise TemplateError([Problem("colour", str(exc))]) from None
+
+
+ColorField = Annotated[Color, BeforeValidator(_parse_color)]
 
 # -- images -------------------------------------------------------------------------------------
 
@@ -178,6 +212,106 @@ IconPng = Annotated[bytes, _png(ICON)]
 LogoPng = Annotated[bytes, _png(LOGO)]
 StampPng = Annotated[bytes, _png(STAMP)]
 
+# -- the models' errors -------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    """Base of the public models: pydantic validates, and a caller gets the library's typed
+    error listing every field and its rule, never pydantic's ValidationError (or a TypeError for
+    positional arguments)."""
+
+    #: Prefix of each problem's place (``template.toml: `` for a whole template).
+    _place_prefix: ClassVar[str] = ""
+
+    def __init__(self, *args: Any, **data: Any) -> None:
+        if args:
+            raise self._error([Problem("(arguments)", "keyword arguments only")])
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise self._error(_problems_from(exc, self._place_prefix)) from None
+
+    # Tell pydantic this is its own __init__: nested models are then validated by the core
+    # schema (every problem of a Card, with its holder, reported together), not through here.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def model_validate(
+        cls,
+        obj: Any,
+        *,
+        strict: bool | None = None,
+        extra: Any = None,
+        from_attributes: bool | None = None,
+        context: Any | None = None,
+        by_alias: bool | None = None,
+        by_name: bool | None = None,
+    ) -> Self:
+        try:
+            return super().model_validate(
+                obj,
+                strict=strict,
+                extra=extra,
+                from_attributes=from_attributes,
+                context=context,
+                by_alias=by_alias,
+                by_name=by_name,
+            )
+        except ValidationError as exc:
+            raise cls._error(_problems_from(exc, cls._place_prefix)) from None
+
+    @classmethod
+    def model_validate_json(
+        cls,
+        json_data: str | bytes | bytearray,
+        *,
+        strict: bool | None = None,
+        extra: Any = None,
+        context: Any | None = None,
+        by_alias: bool | None = None,
+        by_name: bool | None = None,
+    ) -> Self:
+        try:
+            return super().model_validate_json(
+                json_data,
+                strict=strict,
+                extra=extra,
+                context=context,
+                by_alias=by_alias,
+                by_name=by_name,
+            )
+        except ValidationError as exc:
+            raise cls._error(_problems_from(exc, cls._place_prefix)) from None
+
+    @classmethod
+    def _validate_raw(cls, obj: Any) -> Self:
+        """pydantic's own validation (ValidationError), for callers that place problems."""
+        return super().model_validate(obj)
+
+    @classmethod
+    def _error(cls, problems: list[Problem]) -> PasskitStampsError:
+        raise NotImplementedError
+
+
+class _TemplatePart(_Model):
+    """A template or a part of one: problems are a TemplateError."""
+
+    @classmethod
+    def _error(cls, problems: list[Problem]) -> PasskitStampsError:
+        return TemplateError(problems, source=cls.__name__)
+
+
+class _CardPart(_Model):
+    """A card or a part of one: problems are a CardInputError."""
+
+    @classmethod
+    def _error(cls, problems: list[Problem]) -> PasskitStampsError:
+        lines = "\n".join(f"  {p}" for p in problems)
+        return CardInputError(
+            f"invalid {cls.__name__} ({len(problems)} problem(s)):\n{lines}", problems=problems
+        )
+
+
 # -- template parts -----------------------------------------------------------------------------
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -193,7 +327,7 @@ def localized(value: Localized, language: str, default_language: str) -> str:
     return value.get(language) or value.get(default_language) or next(iter(value.values()), "")
 
 
-class RewardStep(BaseModel):
+class RewardStep(_TemplatePart):
     """A reward earned when the card reaches ``at`` stamps."""
 
     model_config = _STRICT
@@ -225,7 +359,7 @@ class ExpiryKind(StrEnum):
     DAYS_AFTER_LAST_STAMP = "days_after_last_stamp"
 
 
-class ExpiryRule(BaseModel):
+class ExpiryRule(_TemplatePart):
     """When cards of a template expire."""
 
     model_config = _STRICT
@@ -251,7 +385,7 @@ class ExpiryRule(BaseModel):
         return self
 
 
-class Limits(BaseModel):
+class Limits(_TemplatePart):
     """Optional anti-abuse limits on stamping."""
 
     model_config = _STRICT
@@ -260,14 +394,14 @@ class Limits(BaseModel):
     cooldown_minutes: int | None = Field(default=None, ge=1, strict=True)
 
 
-class Link(BaseModel):
+class Link(_TemplatePart):
     model_config = _STRICT
 
     title: Localized
     url: str = Field(pattern=r"^https?://\S+$", max_length=2000)
 
 
-class Design(BaseModel):
+class Design(_TemplatePart):
     """Colours and images. A design-only change does not change a card's rules."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -290,7 +424,7 @@ class Design(BaseModel):
         )
 
 
-class TemplateTexts(BaseModel):
+class TemplateTexts(_TemplatePart):
     """The texts of one language. Values may be jinja2 templates (rendered in the sandbox).
 
     Variables: ``stamps``, ``required``, ``remaining``, ``next_reward``, ``holder_name``,
@@ -359,7 +493,7 @@ _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 # -- the template -------------------------------------------------------------------------------
 
 
-class CardTemplate(BaseModel):
+class CardTemplate(_TemplatePart):
     """A stamp-card program: rules, design and texts, at one version.
 
     Rules (``stamps_required``, ``rewards``, ``after_last_reward``, ``expiry``, ``limits``) are
@@ -367,6 +501,7 @@ class CardTemplate(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    _place_prefix: ClassVar[str] = f"{TEMPLATE_FILE}: "
 
     id: str = Field(pattern=_ID)
     version: int = Field(ge=1, strict=True)
@@ -503,9 +638,9 @@ class CardTemplate(BaseModel):
             data["design"] = design
         source = str(folder) if folder else data.get("id")
         try:
-            template = cls.model_validate(data)
+            template = cls._validate_raw(data)
         except ValidationError as exc:
-            problems.extend(_problems_from(exc))
+            problems.extend(_problems_from(exc, f"{TEMPLATE_FILE}: "))
             problems.extend(_partial_rule_problems(data, problems))
             raise TemplateError(problems, source=source) from None
         except TemplateError as exc:
@@ -604,7 +739,7 @@ def _read_regular_file(
     return data
 
 
-def _problems_from(exc: ValidationError) -> list[Problem]:
+def _problems_from(exc: ValidationError, prefix: str) -> list[Problem]:
     problems = []
     errors = exc.errors()
     for err in errors:
@@ -626,7 +761,7 @@ def _problems_from(exc: ValidationError) -> list[Problem]:
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "missing key"
-        problems.append(Problem(f"{TEMPLATE_FILE}: {place or '(top level)'}", msg))
+        problems.append(Problem(f"{prefix}{place or '(top level)'}", msg))
     return problems
 
 
@@ -670,7 +805,7 @@ def _partial_rule_problems(data: Mapping[str, Any], known: list[Problem]) -> lis
 
 def _texts_or_stub(value: Any) -> TemplateTexts:
     try:
-        return TemplateTexts.model_validate(value)
+        return TemplateTexts._validate_raw(value)
     except ValidationError:
         # Every label present and valid: the stub adds no problem of its own.
         filled: dict[str, Any] = {key: "-" for key in ("terms", "how_to_earn", *LABEL_KEYS)}
@@ -805,7 +940,7 @@ class CardState(StrEnum):
     EXPIRED = "expired"
 
 
-class Holder(BaseModel):
+class Holder(_CardPart):
     """The customer holding a card. Every field is optional (anonymous cards exist)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -821,7 +956,7 @@ class VoucherKind(StrEnum):
     COUPON = "coupon"  # issued personally by the merchant
 
 
-class Voucher(BaseModel):
+class Voucher(_CardPart):
     """A reward or coupon on a card, redeemable once with its code."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -840,7 +975,7 @@ class Voucher(BaseModel):
         return self.redeemed_at is not None
 
 
-class Card(BaseModel):
+class Card(_CardPart):
     """An issued card: one holder's progress on one template version."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -212,14 +212,13 @@ def issue(
     as_json: bool,
 ) -> None:
     """Issue a new card of TEMPLATE_ID to a customer."""
-    from pydantic import ValidationError
-
+    from ..errors import CardInputError
     from ..model import Holder
 
     try:
         holder = Holder(name=name, email=email, phone=phone)
-    except ValidationError as exc:  # say which option, in one line
-        fields = ", ".join(f"--{e['loc'][0]} ({e['msg'].lower()})" for e in exc.errors())
+    except CardInputError as exc:  # say which option, in one line
+        fields = ", ".join(f"--{p.place} ({p.message.lower()})" for p in exc.problems)
         raise click.UsageError(f"invalid {fields}") from None
     change = _run(db, lambda s: s.issue_card(template_id, holder, version=version))
     _echo_change(change, as_json)
