@@ -975,12 +975,23 @@ class Voucher(_CardPart):
         return self.redeemed_at is not None
 
 
+#: What a card serial can be: the one rule, used by the model, the service, the web service's
+#: path parsing and the CLI (PostgreSQL refuses some characters, e.g. NUL, with an untyped error).
+SERIAL_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+_SERIAL_RE = re.compile(SERIAL_PATTERN)
+
+
+def is_valid_serial(serial: object) -> bool:
+    """Whether ``serial`` could name a card (a text of 1 to 64 of ``A-Z a-z 0-9 . _ -``)."""
+    return isinstance(serial, str) and _SERIAL_RE.fullmatch(serial) is not None
+
+
 class Card(_CardPart):
     """An issued card: one holder's progress on one template version."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    serial: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    serial: str = Field(min_length=1, max_length=64, pattern=rf"^{SERIAL_PATTERN}$")
     template_id: str = Field(pattern=_ID)
     template_version: int = Field(ge=1)
     holder: Holder = Holder()
