@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +14,6 @@ from ._signing import load_signing_credentials, signing_options
 if TYPE_CHECKING:  # imported inside the commands: Pillow and cryptography are large imports
     from ..model import CardTemplate
 
-_SERIAL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MIN_TOKEN = 16
 
 
@@ -59,12 +57,13 @@ def build_command(
 ) -> None:
     """Build one signed .pkpass of TEMPLATE_DIR's card with SERIAL and N stamps."""
     from ..apple.bundle import PassBuilder
+    from ..model import is_valid_serial
 
     if auth_token is not None and web_service_url is None:
         raise click.UsageError("--auth-token is used only with --web-service-url")
     if allow_http and web_service_url is None:
         raise click.UsageError("--allow-http is used only with --web-service-url")
-    if not _SERIAL.match(serial):
+    if not is_valid_serial(serial):
         raise click.ClickException(
             f"--serial {serial!r} must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-'"
         )
