@@ -111,6 +111,7 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
     from ..store.store import Store
     from ..web.app import create_app
     from .demo import LoggingPushWorker, prepare_demo
+    from .headlimit import uvicorn_limits
 
     worker: LoggingPushWorker | None = None
     if options.demo:
@@ -159,6 +160,8 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
                 proxy_headers=True,
                 server_header=False,
                 lifespan="on",  # closes the Google REST client on shutdown
+                # Request heads over 16 KiB get a 431 (uvicorn's httptools has no limit).
+                **uvicorn_limits(),
             )
         )
         if ready is not None:
