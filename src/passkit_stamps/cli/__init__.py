@@ -2,7 +2,12 @@
 
 Each area keeps its commands in its own module (``apple``, ``google``, ``cards``, ``serve``);
 this module wires them into one group and turns every library error into a one-line reason and a
-non-zero exit, never a traceback.
+non-zero exit, never a traceback: exit 1 when a rule refuses a value (the library's errors and the
+commands' own checks, e.g. ``--stamps`` out of range), exit 2 when the command line is malformed
+(click's usage errors, options that do not go together).
+
+The command modules import the library inside their commands, so ``--help`` and each command
+load only what they use (``tests/test_imports.py``; figures in ``docs/architecture.md``).
 """
 
 from __future__ import annotations
