@@ -243,3 +243,24 @@ def test_pkpasses_limits(builder: PassBuilder, coffee: CardTemplate) -> None:
         build_pkpasses([one, huge])
     with pytest.raises(PassBuildError, match=r"pass 2 is not a readable \.pkpass"):
         build_pkpasses([one, b"not a zip"])
+
+
+def test_strips_are_cached_once_in_the_image_cache(
+    builder: PassBuilder, coffee: CardTemplate
+) -> None:
+    from passkit_stamps import images
+
+    builder.build(coffee, card_for(coffee, serial="CACHE-1", stamps=6))
+    images.clear_cache()
+    # no private copy in the builder: the next pass with 6 stamps asks the image cache again
+    builder.build(coffee, card_for(coffee, serial="CACHE-2", stamps=6))
+    assert images.cache_info()["misses"] >= 1
+
+
+def test_apple_image_names_are_defined_once() -> None:
+    from passkit_stamps.apple import bundle, media, verify
+
+    assert media.APPLE_ICON_FILES == ("icon.png", "icon@2x.png", "icon@3x.png")
+    assert media.APPLE_LOGO_FILES == ("logo.png", "logo@2x.png", "logo@3x.png")
+    assert verify.ICON_NAMES is media.APPLE_ICON_FILES
+    assert not hasattr(bundle, "ICON_NAMES") and not hasattr(bundle, "LRUCache")

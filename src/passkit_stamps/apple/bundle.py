@@ -20,16 +20,23 @@ import threading
 import zipfile
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from .. import images
 from ..errors import PassBuildError
 from ..model import Card, CardTemplate, progress
 from .credentials import SigningCredentials
-from .media import PKPASS_MIME_TYPE, PKPASSES_MIME_TYPE
+from .media import (
+    APPLE_ICON_FILES,
+    APPLE_LOGO_FILES,
+    APPLE_SCALES,
+    APPLE_STRIP_FILES,
+    PKPASS_MIME_TYPE,
+    PKPASSES_MIME_TYPE,
+)
 from .passjson import check_web_service_url, compose_pass
 from .signing import sign_manifest
 
@@ -45,16 +52,6 @@ __all__ = [
 MAX_PKPASSES = 10  # Apple's limit for one .pkpasses bundle
 MAX_PKPASSES_BYTES = 150 * 1024 * 1024  # Apple's size limit for a .pkpasses bundle
 
-SCALES = (1, 2, 3)
-
-
-def _image_names(kind: str) -> tuple[str, ...]:
-    return tuple(f"{kind}.png" if s == 1 else f"{kind}@{s}x.png" for s in SCALES)
-
-
-ICON_NAMES = _image_names("icon")
-LOGO_NAMES = _image_names("logo")
-STRIP_NAMES = _image_names("strip")
 
 # -- the zip, stored, deterministic ---------------------------------------------------------------
 
@@ -133,35 +130,29 @@ def write_stored_zip(entries: Sequence[Entry]) -> bytes:
     return b"".join(parts)
 
 
-# -- small bounded caches -------------------------------------------------------------------------
+def _entries_size(entries: tuple[Entry, ...]) -> int:
+    # The PNG bytes are shared with the cached pictures; count a small share for the hashes.
+    return 64 * len(entries)
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
-
-class LRUCache(Generic[K, V]):
-    """A thread-safe least-recently-used cache holding at most ``size`` items (0: none)."""
+class _SignedPasses:
+    """Signed passes by content digest: a thread-safe LRU of at most ``size`` (0: none)."""
 
     def __init__(self, size: int) -> None:
         if size < 0:
             raise ValueError("cache size must be >= 0")
         self.size = size
-        self._items: OrderedDict[K, V] = OrderedDict()
+        self._items: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
-    def get(self, key: K) -> V | None:
+    def get(self, key: str) -> bytes | None:
         with self._lock:
             value = self._items.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
+            if value is not None:
+                self._items.move_to_end(key)
             return value
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: str, value: bytes) -> None:
         if self.size == 0:
             return
         with self._lock:
@@ -169,13 +160,6 @@ class LRUCache(Generic[K, V]):
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
-
-    def get_or_make(self, key: K, make: Callable[[], V]) -> V:
-        value = self.get(key)
-        if value is None:
-            value = make()  # outside the lock: rendering may be slow; a race makes it twice
-            self.put(key, value)
-        return value
 
     def __len__(self) -> int:
         return len(self._items)
@@ -234,36 +218,36 @@ class PassBuilder:
         self.web_service_url = web_service_url
         self.allow_http = allow_http
         self._clock = clock
-        self._signed: LRUCache[str, bytes] = LRUCache(cache_size)
-        self._static: LRUCache[str, tuple[Entry, ...]] = LRUCache(32)
-        self._strips: LRUCache[tuple[str, int, str, int], tuple[Entry, ...]] = LRUCache(512)
+        self._signed = _SignedPasses(cache_size)
 
     # -- images, hashed once -----------------------------------------------------------------
 
+    # The entries live in the one image cache, beside the pictures they hash: evicted and
+    # cleared with them, and rendered once under concurrent builds.
     def _static_entries(self, template: CardTemplate) -> tuple[Entry, ...]:
         def make() -> tuple[Entry, ...]:
             out = [
                 Entry.of(name, images.apple_icon(template, s))
-                for name, s in zip(ICON_NAMES, SCALES, strict=True)
+                for name, s in zip(APPLE_ICON_FILES, APPLE_SCALES, strict=True)
             ]
-            for name, s in zip(LOGO_NAMES, SCALES, strict=True):
+            for name, s in zip(APPLE_LOGO_FILES, APPLE_SCALES, strict=True):
                 logo = images.apple_logo(template, s)
                 if logo is not None:
                     out.append(Entry.of(name, logo))
             return tuple(out)
 
-        # The icon and logo depend on the design only.
-        return self._static.get_or_make(template.design_digest, make)
+        key = (*images.template_key(template), "pkpass-static-entries")
+        return images.cached(key, make, _entries_size)
 
     def _strip_entries(self, template: CardTemplate, stamps: int) -> tuple[Entry, ...]:
-        key = (template.id, template.version, template.design_digest, stamps)
-        return self._strips.get_or_make(
-            key,
-            lambda: tuple(
+        def make() -> tuple[Entry, ...]:
+            return tuple(
                 Entry.of(name, images.apple_strip(template, stamps, s))
-                for name, s in zip(STRIP_NAMES, SCALES, strict=True)
-            ),
-        )
+                for name, s in zip(APPLE_STRIP_FILES, APPLE_SCALES, strict=True)
+            )
+
+        key = (*images.template_key(template), "pkpass-strip-entries", stamps)
+        return images.cached(key, make, _entries_size)
 
     # -- the unsigned content ----------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import CredentialsError, InvalidPassError, UnsafeArchiveError
 from .credentials import issued_by
+from .media import APPLE_ICON_FILES
 
 __all__ = [
     "STYLE_KEYS",
@@ -53,7 +54,7 @@ REQUIRED_KEYS = (
     "organizationName",
     "description",
 )
-ICON_NAMES = ("icon.png", "icon@2x.png", "icon@3x.png")
+ICON_NAMES = APPLE_ICON_FILES
 _UNSIGNED_NAMES = ("manifest.json", "signature")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _CHUNK = 64 * 1024
