@@ -668,3 +668,15 @@ def test_image_that_is_a_fifo_is_refused(tmp_path: Path, templates_dir: Path) ->
     os.mkfifo(folder / "logo.png")
     problem = only_problem(folder)  # must not hang opening it
     assert "not a regular file" in problem
+
+
+def test_check_revalidates_a_template_that_skipped_validation(coffee: CardTemplate) -> None:
+    # model_copy(update=...) skips validation: publishing calls check() so nothing bypasses it
+    texts = coffee.texts["en"].model_copy(update={"progress_value": "{{ remainig }}"})
+    copied = coffee.model_copy(update={"texts": {"en": texts}})
+    with pytest.raises(TemplateError, match=r"texts\.en\.progress_value: unknown variable"):
+        copied.check()
+    design = coffee.design.model_copy(update={"logo": big_png(5000, 4000)})
+    with pytest.raises(TemplateError, match=r"design\.logo: .*pixels"):
+        coffee.model_copy(update={"design": design}).check()
+    coffee.check()  # a valid template passes

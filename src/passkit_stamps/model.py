@@ -578,6 +578,14 @@ class CardTemplate(_TemplatePart):
         lang = language if language in self.texts else self.default_language
         return self.texts[lang].label(key, lang)
 
+    def check(self) -> None:
+        """Validate the template again from its values, as loading does: the rules, every image
+        (bounds included) and every text rendered for representative cards in every language.
+
+        For publishing: ``model_copy(update=...)`` and ``model_construct`` skip validation, and
+        a template that skipped it must not reach the store. Raises TemplateError."""
+        type(self).model_validate(self.model_dump())
+
     # -- loading ------------------------------------------------------------------------------
 
     @classmethod
