@@ -654,6 +654,26 @@ def void_card(template: CardTemplate, card: Card, *, now: datetime) -> Outcome:
     return Outcome(new, (event,), notify=False)
 
 
+def delete_card(template: CardTemplate, card: Card, *, now: datetime) -> Outcome:
+    """Delete the card: voided first (unless it already is, so every wallet shows it invalid),
+    then anonymised (the holder's name, email, phone, birthday and the card's message erased).
+    Events ``card_voided`` (when it was not voided) and ``card_deleted``; silent."""
+    evs: list[Event] = []
+    if card.state is not CardState.VOIDED:
+        voided = void_card(template, card, now=now)
+        card, evs = voided.card, list(voided.events)
+    evs.append(record(template, card, EventType.CARD_DELETED, now=now))
+    anonymous = card.model_copy(update={"holder": Holder(), "message": None})
+    return Outcome(anonymous, tuple(evs), notify=False)
+
+
+def update_holder(template: CardTemplate, card: Card, holder: Holder, *, now: datetime) -> Outcome:
+    """Replace the customer's details. The pass shows the name, so the wallets get a silent
+    update; there is no event for it (the journal records stamps and rewards, not contacts)."""
+    _check_template(template, card)
+    return Outcome(card.model_copy(update={"holder": holder}), (), notify=False)
+
+
 def migrate_card(old: CardTemplate, new: CardTemplate, card: Card, *, now: datetime) -> Outcome:
     """Move a card to another version of its template (a rules change).
 

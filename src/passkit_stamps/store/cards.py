@@ -1,7 +1,8 @@
-"""The SQL the service runs, one small function per question or change.
+"""Cards, their holders, vouchers and platforms: the SQL of reading and writing one card.
 
-Every function takes an open (synchronous) connection and the caller owns the transaction, so a
-service operation composes several of them into one atomic unit run by ``Store.run_write``.
+Every function here (as in every module of this package) takes an open synchronous connection
+and the caller owns the transaction, so a service operation composes several of them into one
+atomic unit run by ``Store.run_write``. This package is the one way into the database.
 """
 
 from __future__ import annotations
@@ -16,22 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..model import Card, Holder, Voucher
+from ..model import Card, CardState, Holder, Voucher
 from . import codec
-from .schema import (
-    card_platforms,
-    cards,
-    counters,
-    events,
-    holders,
-    idempotency,
-    images,
-    notifications,
-    outbox,
-    templates,
-    utc,
-    vouchers,
-)
+from .schema import card_platforms, cards, holders, templates, utc, vouchers
 
 # -- cards ----------------------------------------------------------------------------------------
 
@@ -55,17 +43,34 @@ _CARD_COLUMNS = (*cards.c, holders.c.name, holders.c.email, holders.c.phone, hol
 _VOUCHER_KEYS = ("code", "kind", "title", "description", "issued_at", "redeemed_at", "reward_at")
 
 
+#: cards ⋈ holders ⋈ templates (the card's own version): the join every card listing reads.
+CARD_HOLDER_TEMPLATE = cards.join(holders, holders.c.id == cards.c.holder_id).join(
+    templates,
+    sa.and_(
+        templates.c.id == cards.c.template_id,
+        templates.c.version == cards.c.template_version,
+    ),
+)
+
+
+def select_cards(*columns: Any) -> sa.Select[Any]:
+    """``SELECT columns FROM cards ⋈ holders ⋈ templates`` (see :data:`CARD_HOLDER_TEMPLATE`)."""
+    return sa.select(*columns).select_from(CARD_HOLDER_TEMPLATE)
+
+
+def on_platform(platform: str) -> sa.Exists:
+    """Whether the card (of the outer query) is saved on ``platform``."""
+    return sa.exists().where(
+        card_platforms.c.serial == cards.c.serial, card_platforms.c.platform == platform
+    )
+
+
 def _card_select() -> sa.Select[Any]:
     return sa.select(*_CARD_COLUMNS).join(holders, holders.c.id == cards.c.holder_id)
 
 
 def _load_card_query() -> sa.Select[Any]:
-    flags = [
-        sa.exists()
-        .where(card_platforms.c.serial == cards.c.serial, card_platforms.c.platform == p)
-        .label(f"on_{p}")
-        for p in PLATFORMS
-    ]
+    flags = [on_platform(p).label(f"on_{p}") for p in PLATFORMS]
     return (
         sa.select(
             *_CARD_COLUMNS,
@@ -73,15 +78,7 @@ def _load_card_query() -> sa.Select[Any]:
             *flags,
             *(vouchers.c[k].label(f"v_{k}") for k in _VOUCHER_KEYS),
         )
-        .join(holders, holders.c.id == cards.c.holder_id)
-        .join(
-            templates,
-            sa.and_(
-                templates.c.id == cards.c.template_id,
-                templates.c.version == cards.c.template_version,
-            ),
-        )
-        .outerjoin(vouchers, vouchers.c.serial == cards.c.serial)
+        .select_from(CARD_HOLDER_TEMPLATE.outerjoin(vouchers, vouchers.c.serial == cards.c.serial))
         .where(cards.c.serial == sa.bindparam("serial"))
         .order_by(vouchers.c.position)
     )
@@ -278,183 +275,54 @@ def set_platform(conn: Connection, serial: str, platform: str, added: bool, now:
     return bool(result.rowcount)
 
 
-# -- templates ------------------------------------------------------------------------------------
+# -- many cards at once (template design updates, migrations) ----------------------------------
 
 
-def template_versions(conn: Connection, template_id: str) -> list[Mapping[Any, Any]]:
-    query = (
-        sa.select(
-            templates.c.version,
-            templates.c.content_digest,
-            templates.c.rules_digest,
-            templates.c.name,
-        )
-        .where(templates.c.id == template_id)
-        .order_by(templates.c.version)
-    )
-    return list((conn.execute(query)).mappings())
-
-
-def template_digest(conn: Connection, template_id: str, version: int) -> str | None:
-    return conn.scalar(
-        sa.select(templates.c.content_digest).where(
-            templates.c.id == template_id, templates.c.version == version
-        )
+def template_cards_where(template_id: str, version: int) -> tuple[sa.ColumnElement[bool], ...]:
+    """The live cards of one template version."""
+    return (
+        cards.c.template_id == template_id,
+        cards.c.template_version == version,
+        cards.c.deleted_at.is_(None),
     )
 
 
-def latest_version(conn: Connection, template_id: str) -> int | None:
-    found = conn.scalar(
-        sa.select(sa.func.max(templates.c.version)).where(templates.c.id == template_id)
-    )
-    return None if found is None else int(found)
+def lock_template_cards(conn: Connection, template_id: str, version: int) -> list[str]:
+    """The serials of the live cards of one template version, locked on PostgreSQL."""
+    locked = sa.select(cards.c.serial).where(*template_cards_where(template_id, version))
+    if conn.dialect.name == "postgresql":
+        locked = locked.with_for_update()
+    return list(conn.scalars(locked).all())
 
 
-def template_content(
-    conn: Connection, template_id: str, version: int
-) -> tuple[str, str, dict[str, bytes]] | None:
-    """(content JSON, content digest, images) of one template version."""
-    row = (
-        conn.execute(
-            sa.select(templates.c.content, templates.c.content_digest).where(
-                templates.c.id == template_id, templates.c.version == version
-            )
-        )
-    ).first()
-    if row is None:
-        return None
-    refs = codec.image_refs(row.content)
-    found = conn.execute(sa.select(images.c.sha256, images.c.data).where(images.c.sha256.in_(refs)))
-    return row.content, row.content_digest, {sha: bytes(data) for sha, data in found}
-
-
-def save_images(conn: Connection, found: Mapping[str, bytes]) -> None:
-    if not found:
-        return
-    existing = set(conn.scalars(sa.select(images.c.sha256).where(images.c.sha256.in_(list(found)))))
-    rows = [{"sha256": sha, "data": data} for sha, data in found.items() if sha not in existing]
-    if rows:
-        conn.execute(images.insert(), rows)
-
-
-def insert_template(conn: Connection, encoded: codec.EncodedTemplate, now: datetime) -> None:
-    save_images(conn, encoded.images)
-    conn.execute(
-        templates.insert().values(
-            id=encoded.data["id"],
-            version=encoded.data["version"],
-            name=encoded.data["name"],
-            stamps_required=encoded.data["stamps_required"],
-            content=encoded.content,
-            content_digest=encoded.content_digest,
-            rules_digest=encoded.rules_digest,
-            published_at=now,
-            updated_at=now,
-        )
-    )
-
-
-def replace_template(conn: Connection, encoded: codec.EncodedTemplate, now: datetime) -> None:
-    save_images(conn, encoded.images)
-    conn.execute(
-        templates.update()
-        .where(
-            templates.c.id == encoded.data["id"],
-            templates.c.version == encoded.data["version"],
-        )
-        .values(
-            name=encoded.data["name"],
-            content=encoded.content,
-            content_digest=encoded.content_digest,
-            updated_at=now,
-        )
-    )
-
-
-# -- change tag, journal, outbox, budget --------------------------------------------------
-
-
-def next_change_tag(conn: Connection) -> int:
-    """The next pass change tag. Take it LAST in a transaction: on PostgreSQL the counter row
-    stays locked until commit, which orders commits by tag (and a late lock holds it briefly)."""
-    return int(conn.execute(_NEXT_CHANGE_TAG).scalar_one())
-
-
-_NEXT_CHANGE_TAG = (
-    counters.update()
-    .where(counters.c.name == "change_tag")
-    .values(value=counters.c.value + 1)
-    .returning(counters.c.value)
-)
-
-
-def current_change_tag(conn: Connection) -> int:
-    value = conn.scalar(sa.select(counters.c.value).where(counters.c.name == "change_tag"))
-    return int(value or 0)
-
-
-def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Append journal rows; their sequence ids in order."""
-    if not rows:
-        return []
-    return [int(i) for i in conn.execute(_INSERT_EVENTS, list(rows)).scalars()]
-
-
-_INSERT_EVENTS = events.insert().returning(events.c.id, sort_by_parameter_order=True)
-
-
-def insert_outbox(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        conn.execute(outbox.insert(), list(rows))
-
-
-def notifications_since(conn: Connection, serial: str, since: datetime) -> int:
-    count = conn.scalar(
-        sa.select(sa.func.count())
-        .select_from(notifications)
-        .where(notifications.c.serial == serial, notifications.c.at > since)
-    )
-    return int(count or 0)
-
-
-def spend_notification(conn: Connection, serial: str, now: datetime, reason: str) -> None:
-    conn.execute(notifications.insert().values(serial=serial, at=now, reason=reason))
-
-
-# -- idempotency ----------------------------------------------------------------------------------
-
-
-def idempotent_result(conn: Connection, key: str) -> Mapping[Any, Any] | None:
-    row = (conn.execute(sa.select(idempotency).where(idempotency.c.key == key))).mappings()
-    return row.first()
-
-
-def save_idempotent_result(
-    conn: Connection,
-    key: str,
-    *,
-    operation: str,
-    request_digest: str,
-    serial: str | None,
-    result: str,
-    now: datetime,
+def touch_template_cards(
+    conn: Connection, template_id: str, version: int, *, change_tag: int, now: datetime
 ) -> None:
+    """Move the change tag of every live card of one template version."""
     conn.execute(
-        idempotency.insert().values(
-            key=key,
-            operation=operation,
-            request_digest=request_digest,
-            serial=serial,
-            result=result,
-            created_at=now,
-        )
+        cards.update()
+        .where(*template_cards_where(template_id, version))
+        .values(change_tag=change_tag, updated_at=now)
     )
 
 
-def like_pattern(text: str) -> str:
-    """``%text%`` with LIKE's wildcards in ``text`` escaped (escape character ``\\``)."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+def lock_cards_to_migrate(
+    conn: Connection, template_id: str, to_version: int, from_version: int | None
+) -> list[str]:
+    """Serials of the active and completed cards of ``template_id`` not on ``to_version`` (only
+    those on ``from_version`` when given), by serial, locked on PostgreSQL."""
+    where = [
+        cards.c.template_id == template_id,
+        cards.c.template_version != to_version,
+        cards.c.deleted_at.is_(None),
+        cards.c.state.in_([CardState.ACTIVE.value, CardState.COMPLETED.value]),
+    ]
+    if from_version is not None:
+        where.append(cards.c.template_version == from_version)
+    query = sa.select(cards.c.serial).where(*where).order_by(cards.c.serial)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return list(conn.scalars(query).all())
 
 
 def chunks(items: Iterable[str], size: int) -> Iterable[list[str]]:

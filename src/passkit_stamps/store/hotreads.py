@@ -1,4 +1,7 @@
-"""The web service's two hottest reads, one statement each and no transaction around it.
+"""The pass web service's two hottest reads, one statement each and no transaction around it.
+
+The service answers ``pass_state`` and ``serials_updated_since`` through these; the web app asks
+the service (it has no database access of its own).
 
 Devices ask "has my pass changed?" (the 304 path) and "which of my passes changed?" (the serials
 list) far more often than anything changes. Through the store's ``read()`` each of these costs a
@@ -30,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.util import greenlet_spawn
 
-from ..store.schema import cards, registrations, utc
+from .devices import REGISTERED_SERIALS, REGISTERED_SERIALS_SINCE
+from .schema import cards, utc
 
 if TYPE_CHECKING:
-    from ..store.store import Store
+    from .store import Store
 
 #: How long a SQLite read may wait for a lock before it goes through the store instead (it runs
 #: on the event loop, so it must not wait long; in WAL mode it practically never waits).
@@ -44,19 +48,6 @@ SQLITE_READ_TIMEOUT_S = 0.05
 _PASS_STATE = sa.select(cards.c.authentication_token, cards.c.updated_at).where(
     cards.c.serial == sa.bindparam("serial")
 )
-
-# The same rows as StampService.serials_updated_since: the registrations primary key
-# (device_library_id, pass_type_id, serial) serves the lookup, the cards primary key the join.
-_SERIALS = (
-    sa.select(cards.c.serial, cards.c.change_tag)
-    .join(registrations, registrations.c.serial == cards.c.serial)
-    .where(
-        registrations.c.device_library_id == sa.bindparam("device"),
-        registrations.c.pass_type_id == sa.bindparam("pass_type"),
-    )
-    .order_by(cards.c.serial)
-)
-_SERIALS_SINCE = _SERIALS.where(cards.c.change_tag > sa.bindparam("since"))
 
 Row = Sequence[Any]
 
@@ -99,8 +90,8 @@ class HotReads:
         self._sqlite_path = store.engine.url.database
         self._sqlite: sqlite3.Connection | None = None
         self._pass_state = _Compiled(_PASS_STATE, dialect)
-        self._serials = _Compiled(_SERIALS, dialect)
-        self._serials_since = _Compiled(_SERIALS_SINCE, dialect)
+        self._serials = _Compiled(REGISTERED_SERIALS, dialect)
+        self._serials_since = _Compiled(REGISTERED_SERIALS_SINCE, dialect)
 
     async def pass_state(self, serial: str) -> tuple[str, datetime] | None:
         """(authentication token, last change) of a card's pass; None when there is no card."""

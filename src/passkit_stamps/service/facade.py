@@ -1,0 +1,33 @@
+"""StampService: the one object callers hold. It only composes the service's concerns, each in
+its own module; state is shared through :class:`.core.ServiceCore`:
+
+* :mod:`.templates`  publish, read and list template versions; migrate cards between versions
+* :mod:`.cards`      the card operations (issue, stamp, redeem, coupon, void, message, holder,
+                     delete), each one store transaction: state + journal + change tag + outbox
+* :mod:`.reads`      the card details, the card page, the issued-cards list, history, journal
+* :mod:`.export`     the customer CSV export
+* :mod:`.apple`      the Apple pass web service: pass content and state, device registrations
+* :mod:`.wallets`    where a card is saved, Google Wallet objects, the outbox for the pusher
+
+None of them holds SQL: that is :mod:`passkit_stamps.store`'s, the one way into the database.
+"""
+
+from __future__ import annotations
+
+from .apple import AppleOperations
+from .cards import CardOperations
+from .export import ExportOperations
+from .templates import TemplateOperations
+from .wallets import WalletOperations
+
+
+class StampService(
+    TemplateOperations,
+    CardOperations,
+    ExportOperations,
+    AppleOperations,
+    WalletOperations,
+):
+    """The merchant's and the web app's operations on one :class:`~passkit_stamps.store.Store`.
+
+    ``StampService(store, clock=..., notification_budget=3, pass_type_identifier=None)``."""

@@ -1,0 +1,246 @@
+"""The issued-cards list (search, filters, sort, pages) and the customer export.
+
+Inputs arrive checked (the service validates them and names the rule); here they become SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .cards import PLATFORMS, on_platform, platforms, select_cards
+from .schema import SQLITE_SEARCH_TABLE, cards, holders, templates, vouchers
+
+#: The keys the list can be sorted by (``-key``: descending).
+SORT_KEYS = ("created_at", "last_stamp_at", "stamps", "serial", "name")
+
+#: SQLite's FTS5 search table (see store.schema); its rowid is the card's holder_id.
+_FTS = sa.table(SQLITE_SEARCH_TABLE, sa.column("rowid", sa.Integer))
+#: SQLite: the largest rowid of cards, about how many cards were ever stored (an index lookup).
+_CARDS_ROWS_EVER: sa.Select[Any] = sa.select(sa.func.max(sa.literal_column("rowid"))).select_from(
+    cards
+)
+
+
+@dataclass(frozen=True)
+class CardFilter:
+    """Which live cards a list or export covers (values already checked)."""
+
+    #: Trimmed, lower-cased search text ("" or None: no search).
+    search: str | None = None
+    #: Whether the search runs on SQLite's FTS5 trigram index (see :func:`uses_search_index`).
+    search_index: bool = False
+    template_id: str | None = None
+    template_version: int | None = None
+    platform: str | None = None
+    state: str | None = None
+    min_stamps: int | None = None
+    max_stamps: int | None = None
+    has_vouchers_ready: bool | None = None
+
+
+def uses_search_index(has_search_index: bool, text: str | None) -> bool:
+    """Whether a search for this text runs on SQLite's FTS5 trigram index (3 characters or
+    more: a trigram index cannot answer shorter texts, which scan instead)."""
+    return bool(text) and has_search_index and len(text or "") >= 3
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` with LIKE's wildcards in ``text`` escaped (escape character ``\\``)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _where(f: CardFilter, *, dense_search: bool = False) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = [cards.c.deleted_at.is_(None)]
+    text = f.search
+    if text and f.search_index:
+        # FTS5 trigram phrase = the exact substring, any case (quotes doubled inside).
+        phrase = '"' + text.replace('"', '""') + '"'
+        matching = sa.select(_FTS.c.rowid).where(
+            sa.literal_column(SQLITE_SEARCH_TABLE).op("MATCH")(phrase)
+        )
+        # ``holder_id + 0`` hides the column from the planner: it then walks the sort
+        # index and probes the match list instead of looking each match up.
+        key = cards.c.holder_id + sa.literal_column("0") if dense_search else cards.c.holder_id
+        where.append(key.in_(matching))
+    elif text:
+        where.append(cards.c.search_text.like(like_pattern(text), escape="\\"))
+    if f.template_id is not None:
+        where.append(cards.c.template_id == f.template_id)
+    if f.template_version is not None:
+        where.append(cards.c.template_version == f.template_version)
+    if f.platform is not None:
+        where.append(on_platform(f.platform))
+    if f.state is not None:
+        where.append(cards.c.state == f.state)
+    if f.min_stamps is not None:
+        where.append(cards.c.stamps >= f.min_stamps)
+    if f.max_stamps is not None:
+        where.append(cards.c.stamps <= f.max_stamps)
+    if f.has_vouchers_ready is not None:
+        ready = sa.exists().where(
+            vouchers.c.serial == cards.c.serial, vouchers.c.redeemed_at.is_(None)
+        )
+        where.append(ready if f.has_vouchers_ready else ~ready)
+    return where
+
+
+def _order(key: str, descending: bool) -> list[sa.ColumnElement[Any]]:
+    columns: dict[str, sa.ColumnElement[Any]] = {
+        "created_at": cards.c.created_at,
+        "last_stamp_at": cards.c.last_stamp_at,
+        "stamps": cards.c.stamps,
+        "serial": cards.c.serial,
+        "name": holders.c.name,
+    }
+    column = columns[key]
+    # NULLS LAST only where NULLs exist: on a NOT NULL column it would stop PostgreSQL from
+    # walking the index backwards (DESC NULLS LAST is not the index's order), forcing a sort.
+    nullable = key in ("last_stamp_at", "name")
+    if descending:
+        primary = column.desc().nulls_last() if nullable else column.desc()
+        tie = cards.c.serial.desc()
+    else:
+        primary = column.asc().nulls_last() if nullable else column.asc()
+        tie = cards.c.serial.asc()
+    return [primary] if key == "serial" else [primary, tie]
+
+
+def _summary_select(
+    where: Sequence[sa.ColumnElement[bool]],
+    order: Sequence[sa.ColumnElement[Any]],
+    offset: int,
+    limit: int,
+) -> sa.Select[Any]:
+    """One page of the issued-cards list. Platforms and ready vouchers are read afterwards for
+    the page's serials: as subqueries here PostgreSQL would run them for every row an OFFSET
+    skips too."""
+    return (
+        select_cards(
+            cards.c.serial,
+            cards.c.template_id,
+            cards.c.template_version,
+            cards.c.stamps,
+            cards.c.state,
+            cards.c.created_at,
+            cards.c.last_stamp_at,
+            holders.c.name,
+            holders.c.email,
+            holders.c.phone,
+            holders.c.birthday,
+            templates.c.name.label("template_name"),
+            templates.c.stamps_required,
+        )
+        .where(*where)
+        .order_by(*order)
+        .offset(offset)
+        .limit(limit)
+    )
+
+
+def vouchers_ready(conn: Connection, serials: Sequence[str]) -> dict[str, int]:
+    """How many unredeemed vouchers each card has (cards with none left out)."""
+    if not serials:
+        return {}
+    query = (
+        sa.select(vouchers.c.serial, sa.func.count())
+        .where(vouchers.c.serial.in_(serials), vouchers.c.redeemed_at.is_(None))
+        .group_by(vouchers.c.serial)
+    )
+    return {serial: int(n) for serial, n in conn.execute(query)}
+
+
+@dataclass(frozen=True)
+class CardRows:
+    """One page of the issued-cards list as rows, with what the rows do not carry."""
+
+    total: int
+    rows: Sequence[Mapping[Any, Any]]
+    platforms: dict[str, set[str]]
+    vouchers_ready: dict[str, int]
+
+
+def card_page(
+    conn: Connection,
+    f: CardFilter,
+    *,
+    sort_key: str,
+    descending: bool,
+    offset: int,
+    limit: int,
+    cap: int | None,
+) -> CardRows:
+    """One page of the live cards matching ``f``, sorted, with the number matching (counted up
+    to ``cap`` past nothing when given: ``cap + 1`` means "more than cap")."""
+    where = _where(f)
+    order = _order(sort_key, descending)
+    count = sa.select(sa.func.count()).select_from(cards).where(*where)
+    if cap is not None:
+        capped = sa.select(cards.c.serial).where(*where).limit(cap + 1).subquery()
+        count = sa.select(sa.func.count()).select_from(capped)
+    if f.search and conn.dialect.name == "postgresql":
+        # Prepared statements switch to a generic plan after five runs; one plan cannot
+        # fit both "ada" (10% of the cards) and a full email (one card): the generic
+        # plan for the email scanned the whole table. Plan each search for its text.
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+    # SQLite + FTS: with many matches, walking the created_at (or serial) index and checking
+    # each card against the match list beats looking every match up and sorting them.
+    if f.search_index and sort_key in ("created_at", "serial"):
+        total = int(conn.scalar(count) or 0)
+        if not total:
+            return CardRows(0, [], {}, {})
+        rows_ever = int(conn.scalar(_CARDS_ROWS_EVER) or 0)
+        # Walked rows ~ rows_ever / total * (offset + limit); looked-up rows ~ total
+        # (a count that hit its cap: at least that many, walk).
+        dense = (cap is not None and total > cap) or total * total >= rows_ever * (offset + limit)
+        chosen = _where(f, dense_search=True) if dense else where
+        rows = list(conn.execute(_summary_select(chosen, order, offset, limit)).mappings())
+    else:
+        rows = list(conn.execute(_summary_select(where, order, offset, limit)).mappings())
+        if len(rows) < limit and (rows or not offset):
+            total = offset + len(rows)  # the last page: no count needed
+        else:
+            total = int(conn.scalar(count) or 0)
+    serials = [r["serial"] for r in rows]
+    return CardRows(total, rows, platforms(conn, serials), vouchers_ready(conn, serials))
+
+
+def export_rows(conn: Connection, f: CardFilter, *, after: str, limit: int) -> list[Any]:
+    """The next ``limit`` cards for the export after serial ``after`` (keyset pagination), with
+    ``vouchers_ready``, ``on_<platform>`` flags and ``stamps_required``. One query per batch:
+    platforms and ready vouchers as correlated subqueries (each an index lookup)."""
+    ready = (
+        sa.select(sa.func.count())
+        .where(vouchers.c.serial == cards.c.serial, vouchers.c.redeemed_at.is_(None))
+        .scalar_subquery()
+        .label("vouchers_ready")
+    )
+    query = (
+        select_cards(
+            cards.c.serial,
+            holders.c.name,
+            holders.c.email,
+            holders.c.phone,
+            holders.c.birthday,
+            cards.c.template_id,
+            cards.c.template_version,
+            cards.c.state,
+            cards.c.stamps,
+            templates.c.stamps_required,
+            cards.c.rounds_completed,
+            ready,
+            *(on_platform(p).label(f"on_{p}") for p in PLATFORMS),
+            cards.c.created_at,
+            cards.c.last_stamp_at,
+            cards.c.expires_at,
+        )
+        .where(*_where(f), cards.c.serial > sa.bindparam("last"))
+        .order_by(cards.c.serial)
+        .limit(limit)
+    )
+    return list(conn.execute(query, {"last": after}))
