@@ -18,7 +18,7 @@ async def test_round_trip_keeps_every_field_and_image(
     assert await service.get_template("coffee") == coffee
     assert await service.get_template("salon", 1) == salon
     assert (await service.get_template("salon")).design.stamp_filled == salon.design.stamp_filled
-    assert await service.list_templates() == [
+    assert [(t.id, t.version, t.name) for t in await service.list_templates()] == [
         ("coffee", 1, "Free Coffee"),
         ("salon", 1, salon.name),
     ]

@@ -39,30 +39,38 @@ async def test_registration_lifecycle(service: StampService) -> None:
         await service.register_device(DEVICE, "x" * 300, PASS_TYPE, serial)
 
 
+async def _updated(
+    service: StampService, device: str, pass_type: str, tag: str | None
+) -> tuple[list[str], str]:
+    """The answer as (serials, lastUpdated)."""
+    found = await service.serials_updated_since(device, pass_type, tag)
+    return found.serials, found.last_updated
+
+
 async def test_serials_updated_since(service: StampService) -> None:
     a = (await service.issue_card("coffee")).card.serial
     b = (await service.issue_card("coffee")).card.serial
     unregistered = (await service.issue_card("coffee")).card.serial
     for serial in (a, b):
         await service.register_device(DEVICE, "ab" * 32, PASS_TYPE, serial)
-    everything, tag = await service.serials_updated_since(DEVICE, PASS_TYPE, None)
+    everything, tag = await _updated(service, DEVICE, PASS_TYPE, None)
     assert sorted(everything) == sorted([a, b])
-    assert await service.serials_updated_since(DEVICE, PASS_TYPE, tag) == ([], tag)
+    assert await _updated(service, DEVICE, PASS_TYPE, tag) == ([], tag)
     await service.add_stamps(unregistered)
-    assert (await service.serials_updated_since(DEVICE, PASS_TYPE, tag))[0] == []
+    assert (await _updated(service, DEVICE, PASS_TYPE, tag))[0] == []
     await service.add_stamps(b)
-    updated, newer = await service.serials_updated_since(DEVICE, PASS_TYPE, tag)
+    updated, newer = await _updated(service, DEVICE, PASS_TYPE, tag)
     assert updated == [b] and int(newer) > int(tag)
-    assert (await service.serials_updated_since(DEVICE, PASS_TYPE, "garbage"))[0] != []
-    assert await service.serials_updated_since("unknown", PASS_TYPE, None) == ([], "0")
-    assert (await service.serials_updated_since(DEVICE, "pass.other", None))[0] == []
+    assert (await _updated(service, DEVICE, PASS_TYPE, "garbage"))[0] != []
+    assert await _updated(service, "unknown", PASS_TYPE, None) == ([], "0")
+    assert (await _updated(service, DEVICE, "pass.other", None))[0] == []
 
 
 async def test_card_for_pass_and_pass_type(service: StampService) -> None:
     serial = (await service.issue_card("coffee")).card.serial
     found = await service.card_for_pass(PASS_TYPE, serial)
     assert found is not None
-    card, template, last_modified = found
+    card, template, last_modified = found.card, found.template, found.last_modified
     assert card.serial == serial and template.key == "coffee@v1"
     await service.add_stamps(serial)
     again = await service.card_for_pass(PASS_TYPE, serial)

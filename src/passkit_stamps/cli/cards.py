@@ -488,7 +488,9 @@ def publish(folder: Path, db: str, as_json: bool) -> None:
 @_db_option
 def list_templates(db: str, as_json: bool) -> None:
     """List published template versions."""
-    found = _run(db, lambda s: s.list_templates(), create=False)
+    found = [
+        (t.id, t.version, t.name) for t in _run(db, lambda s: s.list_templates(), create=False)
+    ]
     if as_json:
         _echo_json([{"id": i, "version": v, "name": n} for i, v, n in found])
         return

@@ -26,8 +26,9 @@ from starlette.routing import Route
 
 from ..apple.media import PKPASS_MIME_TYPE
 from ..errors import CardNotFoundError
+from ..service.results import PassState
 from . import requests as rq
-from .context import PassState, WebContext
+from .context import WebContext
 
 _UNAUTHORIZED = 401
 _NOT_FOUND = 404
@@ -65,7 +66,7 @@ class AppleWebService:
     async def _authorized(self, request: Request, serial: str) -> PassState | None:
         """The pass's state when the request carries its token; None otherwise (401)."""
         token = rq.apple_pass_token(request.headers.get("authorization"))
-        state = await self.ctx.pass_state(serial)
+        state = await self.ctx.service.pass_state(serial)
         expected = state.authentication_token if state else self._dummy_token
         given = token if token is not None else ""
         if not rq.tokens_equal(expected, given) or state is None or token is None:
@@ -113,13 +114,15 @@ class AppleWebService:
         if not self._known_pass_type(request):
             return _empty(_NOT_FOUND)
         since = rq.updated_since_tag(request.query_params.get("passesUpdatedSince"))
-        serials, tag = await self.ctx.serials_updated_since(
+        updated = await self.ctx.service.serials_updated_since(
             device, self.pass_type_identifier, since
         )
-        if not serials:
+        if not updated.serials:
             return _empty(204)
         # lastUpdated must be a string: an integer makes devices ignore the answer.
-        return JSONResponse({"serialNumbers": list(serials), "lastUpdated": str(tag)})
+        return JSONResponse(
+            {"serialNumbers": list(updated.serials), "lastUpdated": str(updated.last_updated)}
+        )
 
     # -- the pass -----------------------------------------------------------------------------
 
@@ -142,9 +145,8 @@ class AppleWebService:
         found = await self.ctx.service.card_for_pass(self.pass_type_identifier, serial)
         if found is None:  # deleted between the two reads
             return _empty(_UNAUTHORIZED)
-        card, template, last_modified = found
-        headers["Last-Modified"] = rq.last_modified(last_modified, now)
-        data = await run_in_threadpool(self.ctx.builder.build, template, card)
+        headers["Last-Modified"] = rq.last_modified(found.last_modified, now)
+        data = await run_in_threadpool(self.ctx.builder.build, found.template, found.card)
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(data))
             return Response(b"", headers=headers, media_type=PKPASS_MIME_TYPE)

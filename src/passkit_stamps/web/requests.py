@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import _boundedjson as boundedjson
 from ..errors import RequestError, RequestTooLargeError
+from ..model import is_valid_serial
 
 #: Body limits: a registration is ``{"pushToken": "<64 hex>"}``; a log batch is a few lines.
 MAX_REGISTER_BODY = 4 * 1024
@@ -33,7 +34,6 @@ _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # Reverse-DNS pass type identifiers, e.g. "pass.com.example.stamps".
 _PASS_TYPE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,254}")
 # The same rule as model.Card.serial.
-_SERIAL = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # APNs device tokens are hex strings (32 bytes today; Apple says they may grow).
 _PUSH_TOKEN = re.compile(r"[0-9A-Fa-f]{8,512}")
 # Change tags are ours (opaque to the device), so only what we could have issued is accepted.
@@ -59,7 +59,7 @@ def is_pass_type_identifier(value: str) -> bool:
 
 def serial_number(value: str) -> str:
     """A pass serial number from the path; RequestError when malformed."""
-    if not _SERIAL.fullmatch(value):
+    if not is_valid_serial(value):
         raise RequestError("malformed serial number")
     return value
 
