@@ -170,3 +170,15 @@ def test_junk_into_color_raises_only_library_errors(args: list[Any]) -> None:
     for call in (lambda: Color(*args), lambda: parse_color(args), lambda: parse_color(args[:1])):
         with contextlib.suppress(PasskitStampsError):
             call()
+
+
+@pytest.mark.parametrize("raw", [5, None, "id = 1", [("id", "x")]])
+def test_from_mapping_of_a_non_mapping_is_a_template_error(raw: Any) -> None:
+    with pytest.raises(TemplateError, match="table"):
+        CardTemplate.from_mapping(raw)
+
+
+@pytest.mark.parametrize("path", [5, None, b"\0"])
+def test_load_of_a_non_path_is_a_template_error(path: Any) -> None:
+    with pytest.raises(TemplateError):
+        CardTemplate.load(path)

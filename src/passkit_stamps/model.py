@@ -592,6 +592,8 @@ class CardTemplate(_TemplatePart):
     def load(cls, path: str | Path) -> CardTemplate:
         """Load ``path/template.toml`` and its images. Raises one TemplateError listing every
         problem with its place."""
+        if not isinstance(path, str | os.PathLike) or "\0" in str(path):
+            raise TemplateError([Problem("(folder)", f"not a folder path: {path!r:.80}")])
         folder = Path(path)
         toml_path = folder / TEMPLATE_FILE
         try:
@@ -628,6 +630,11 @@ class CardTemplate(_TemplatePart):
     def from_mapping(cls, raw: Mapping[str, Any], *, folder: Path | None = None) -> CardTemplate:
         """Validate a template given as a mapping (the parsed TOML). Image entries under
         ``design`` are file names relative to ``folder``, or PNG bytes."""
+        if not isinstance(raw, Mapping):
+            raise TemplateError(
+                [Problem("(top level)", f"expected a table of keys, got {type(raw).__name__}")],
+                source=str(folder) if folder else None,
+            )
         problems: list[Problem] = []
         data = dict(raw)
         design = data.get("design")
