@@ -1,13 +1,11 @@
-"""Fixtures for the web app: a store on each backend, the app mounted under /wallet, a client."""
+"""Fixtures for the web app: the app mounted under /wallet and a client (the store on each
+backend is tests/conftest.py's fixture; the service here has a clock in the past)."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,51 +20,9 @@ from passkit_stamps.store.store import Store
 from passkit_stamps.web.app import create_app
 from passkit_stamps.web.config import GoogleWebConfig, WebConfig
 
-POSTGRES_URL = os.environ.get("PASSKIT_STAMPS_TEST_POSTGRES_URL")
 PUBLIC_URL = "https://stamps.example.com"
 MOUNT = "/wallet"
 SECRET_KEY = b"web-tests-secret-key-0123456789ab"
-
-
-def _backends() -> list[Any]:
-    postgres = pytest.param(
-        "postgres",
-        marks=pytest.mark.skipif(
-            not POSTGRES_URL,
-            reason="PostgreSQL web tests SKIPPED: set PASSKIT_STAMPS_TEST_POSTGRES_URL",
-        ),
-    )
-    return ["sqlite", postgres]
-
-
-@pytest.fixture(params=_backends())
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh store: a SQLite file, or a schema of its own on the test PostgreSQL server."""
-    if request.param == "sqlite":
-        opened = await Store.open(f"sqlite:///{tmp_path / 'web.db'}")
-        try:
-            yield opened
-        finally:
-            await opened.close()
-        return
-    import asyncpg
-
-    assert POSTGRES_URL is not None
-    schema = "web_" + secrets.token_hex(6)
-    raw = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
-    admin = await asyncpg.connect(raw)
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        opened = await Store.open(
-            POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}}, pool_size=2
-        )
-        try:
-            yield opened
-        finally:
-            await opened.close()
-    finally:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()
 
 
 class PastClock:

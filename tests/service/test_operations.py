@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from conftest import Clock  # tests/conftest.py
 from passkit_stamps.engine import EventType, Platform
 from passkit_stamps.errors import (
     CardInactiveError,
@@ -20,7 +21,7 @@ from passkit_stamps.errors import (
 from passkit_stamps.model import CardState, CardTemplate, Holder
 from passkit_stamps.service import StampService
 
-from .conftest import Clock, counts, outbox_rows, variant
+from .conftest import counts, outbox_rows, variant
 
 
 async def test_issue_and_details(service: StampService) -> None:

@@ -7,12 +7,11 @@ import io
 
 import pytest
 
+from conftest import Clock  # tests/conftest.py
 from passkit_stamps.engine import EventType, Platform
 from passkit_stamps.errors import CardInputError
 from passkit_stamps.model import CardState, Holder
 from passkit_stamps.service import StampService
-
-from .conftest import Clock
 
 PEOPLE = [
     ("Ada Lovelace", "ada@example.com"),
