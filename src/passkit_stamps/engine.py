@@ -13,6 +13,9 @@ Rules worth knowing (see ``docs/engine.md`` for the full account):
   next round, ``new_round`` drops them, ``complete`` drops them and completes the card.
 * Adjustments (:func:`set_stamps`, :func:`migrate_card`) never issue vouchers.
 * Times are normalised to aware UTC; a naive datetime is taken to be UTC.
+
+One module of about 750 lines on purpose: the whole rule set (rounds, rewards, expiry, limits,
+vouchers, deletion) reads top to bottom in one place, and its operations share private checks.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Store: SQLAlchemy on SQLite (embedded default) or PostgreSQL (asyncpg).
 
 Writers are serialised per card: on PostgreSQL with ``SELECT ... FOR UPDATE`` inside the
-transaction (see :mod:`.queries`); on SQLite, which has one writer at a time anyway, with an
+transaction (:func:`.cards.load_card`); on SQLite, which has one writer at a time anyway, with an
 in-process asyncio lock around ``BEGIN IMMEDIATE`` (the write lock is taken at the start, so a
 read-then-write transaction never fails halfway with "database is locked"), plus ``busy_timeout``
 for other processes.
