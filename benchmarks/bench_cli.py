@@ -5,7 +5,7 @@
 Measures, each in a fresh interpreter:
 - ``python -X importtime``: cumulative microseconds and module count of ``import passkit_stamps``
   and of the CLI entry (``import passkit_stamps.cli``);
-- peak RSS and median wall time of ``passkit-stamps --help`` and of
+- peak RSS, median wall time and median CPU time of ``passkit-stamps --help`` and of
   ``passkit-stamps stamp SERIAL --db sqlite:///...`` on a store seeded with one template and one
   card (each run adds one stamp; the template allows enough rounds for every run).
 
@@ -68,9 +68,14 @@ def import_cost(statement: str, runs: int) -> tuple[int, int]:
     return int(statistics.median(totals)), modules
 
 
-def run_cli(args: list[str], runs: int) -> tuple[float, int]:
-    """(median wall seconds, max peak RSS in KiB) of ``passkit-stamps ARGS``."""
+def run_cli(args: list[str], runs: int) -> tuple[float, float, int]:
+    """(median wall seconds, median CPU seconds, max peak RSS in KiB) of ``passkit-stamps ARGS``.
+
+    CPU time (user + system) of the process is less disturbed by other load on the machine than
+    wall time, so both are printed.
+    """
     walls = []
+    cpus = []
     peak = 0
     for _ in range(runs):
         start = time.perf_counter()
@@ -79,11 +84,12 @@ def run_cli(args: list[str], runs: int) -> tuple[float, int]:
         )
         _, status, usage = os.wait4(proc.pid, 0)
         walls.append(time.perf_counter() - start)
+        cpus.append(usage.ru_utime + usage.ru_stime)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             raise SystemExit(f"passkit-stamps {' '.join(args)} exited {proc.returncode}")
         peak = max(peak, usage.ru_maxrss)  # KiB on Linux
-    return statistics.median(walls), peak
+    return statistics.median(walls), statistics.median(cpus), peak
 
 
 def seed(db: str) -> str:
@@ -117,13 +123,13 @@ def main() -> None:
         check=True,
     ).stdout.strip()
     print(f"passkit_stamps from {Path(source).parent.parent}, {args.runs} runs per row")
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str, str]] = []
     for label, statement in (
         ("import passkit_stamps", "import passkit_stamps"),
         ("import passkit_stamps.cli", "import passkit_stamps.cli"),
     ):
         micros, modules = import_cost(statement, args.runs)
-        rows.append((label, f"{micros / 1000:,.1f} ms", f"{modules}", "-", "-"))
+        rows.append((label, f"{micros / 1000:,.1f} ms", f"{modules}", "-", "-", "-"))
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{Path(tmp) / 'bench.db'}"
         serial = seed(db)
@@ -131,9 +137,18 @@ def main() -> None:
             ("passkit-stamps --help", ["--help"]),
             ("passkit-stamps stamp (SQLite)", ["stamp", serial, "--db", db]),
         ):
-            wall, rss = run_cli(cli_args, args.runs)
-            rows.append((label, "-", "-", f"{wall * 1000:,.0f} ms", f"{rss / 1024:,.1f} MiB"))
-    headers = ("what", "importtime", "modules", "wall (median)", "peak RSS")
+            wall, cpu, rss = run_cli(cli_args, args.runs)
+            rows.append(
+                (
+                    label,
+                    "-",
+                    "-",
+                    f"{wall * 1000:,.0f} ms",
+                    f"{cpu * 1000:,.0f} ms",
+                    f"{rss / 1024:,.1f} MiB",
+                )
+            )
+    headers = ("what", "importtime", "modules", "wall (median)", "CPU (median)", "peak RSS")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     for row in rows:
