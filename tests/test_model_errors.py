@@ -182,3 +182,23 @@ def test_from_mapping_of_a_non_mapping_is_a_template_error(raw: Any) -> None:
 def test_load_of_a_non_path_is_a_template_error(path: Any) -> None:
     with pytest.raises(TemplateError):
         CardTemplate.load(path)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_junk_in_any_part_of_a_template_mapping_is_a_template_error(
+    coffee: CardTemplate, data: Any
+) -> None:
+    raw: dict[str, Any] = coffee.model_dump()
+    section = data.draw(st.sampled_from([None, "design", "texts", "rewards", "expiry", "limits"]))
+    key = data.draw(st.sampled_from([*raw, "junk"]))
+    junk = data.draw(JUNK)
+    if section is None:
+        raw[key] = junk
+    elif isinstance(raw[section], dict):
+        inner = data.draw(st.sampled_from([*raw[section], "junk"]))
+        raw[section] = {**raw[section], inner: junk}
+    else:
+        raw[section] = junk
+    with contextlib.suppress(TemplateError):
+        CardTemplate.from_mapping(raw)

@@ -335,3 +335,14 @@ def test_any_text_gives_a_reason_or_renders_or_raises_a_library_error(source: st
     assert reason is None or isinstance(reason, str)
     with contextlib.suppress(TextTemplateError):
         render_text(source, context)
+
+
+def test_the_fallback_log_line_holds_no_card_values(caplog: pytest.LogCaptureFixture) -> None:
+    # int('Ada Lovelace') fails with the holder's name in the message: it must not be logged
+    text = "{{ holder_name|int(0, 16) + 1 }}{{ 1 // (stamps - 3) }}"
+    render_text_or(text, {"holder_name": "Ada Lovelace", "stamps": 3}, fallback="", field="f.x")
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "f.x" in logged and "ZeroDivisionError" in logged
+    assert "Ada" not in logged
+    render_text_or("{{ secret }}", {}, fallback="", field="f.y")
+    assert "'secret' is undefined" in " ".join(r.getMessage() for r in caplog.records)

@@ -360,5 +360,10 @@ def render_text_or(source: str, context: Mapping[str, Any], *, fallback: str, fi
             if first:
                 _logged.add(key)
         if first:
-            _log.warning("text %s failed, shown as its fallback: %s", field, exc)
+            # The card's values (a holder's name) stay out of the log, should a message hold one.
+            reason = str(exc)
+            for value in context.values():
+                if isinstance(value, str) and len(value) >= 3:
+                    reason = reason.replace(value, "…")
+            _log.warning("text %s failed, shown as its fallback: %s", field, reason)
         return fallback
