@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -19,6 +20,7 @@ from starlette.routing import BaseRoute
 from ..apple.bundle import PassBuilder
 from ..errors import RequestError, RequestTooLargeError
 from .apple import AppleWebService
+from .asgiguard import RequestGuard
 from .config import GoogleWebConfig, WebConfig
 from .context import WebContext
 from .devicelog import DeviceLog
@@ -83,6 +85,8 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={RequestTooLargeError: _too_large, RequestError: _bad_request},
+        # A query string that is not UTF-8 is a 400, not a UnicodeDecodeError in Starlette.
+        middleware=[Middleware(RequestGuard)],
     )
     app.state.passkit_stamps = ctx
     return app

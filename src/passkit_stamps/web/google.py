@@ -144,11 +144,13 @@ class GoogleRuntime:
         except CallbackReplayError:
             return Response(status_code=200)  # a retry of what we already recorded
         except CallbackVerificationError as exc:
-            logger.warning("refused a Google callback: %s", exc)
-            return Response(f"{exc}\n", status_code=400, media_type="text/plain")
+            # The reason may quote the sender's values (repr, so one line): bound what is logged.
+            reason = str(exc)
+            logger.warning("refused a Google callback: %s", reason[:200])
+            return Response(f"{reason[:1000]}\n", status_code=400, media_type="text/plain")
         serial = self.serial_of(message.object_id)
         if serial is None:
-            logger.warning("Google callback for an unknown object id %r", message.object_id)
+            logger.warning("Google callback for an unknown object id %r", message.object_id[:200])
             return Response(status_code=200)
         added = message.event_type is CallbackEventType.SAVE
         try:
