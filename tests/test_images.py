@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -10,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from passkit_stamps import images
@@ -485,3 +488,30 @@ def test_a_failed_render_is_not_cached_and_others_retry() -> None:
     with pytest.raises(ImageError):
         images.cached(("test", "fails"), fail)
     assert images.cached(("test", "fails"), lambda: b"ok") == b"ok"
+
+
+# -- issue 8: bad arguments are library errors ---------------------------------------------------
+
+
+ARG = st.none() | st.booleans() | st.integers(-5, 50) | st.floats() | st.text(max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(stamps=ARG, scale=ARG, width=ARG, height=ARG, kind=ARG | st.sampled_from(images.KINDS))
+def test_junk_arguments_raise_only_library_errors(
+    coffee: CardTemplate, stamps: Any, scale: Any, width: Any, height: Any, kind: Any
+) -> None:
+    from passkit_stamps.errors import PasskitStampsError
+
+    calls = (
+        lambda: apple_strip(coffee, stamps, scale),
+        lambda: google_hero(coffee, stamps),
+        lambda: render_stamp_grid(coffee, stamps, width, height),
+        lambda: apple_icon(coffee, scale),
+        lambda: images.apple_logo(coffee, scale),
+        lambda: image_name(coffee, kind, stamps),
+        lambda: render_named(coffee, kind),
+    )
+    for call in calls:
+        with contextlib.suppress(PasskitStampsError):
+            call()

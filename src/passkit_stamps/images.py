@@ -395,6 +395,8 @@ def _draw_grid(template: CardTemplate, stamps: int, width: int, height: int) -> 
 
 
 def _check_size(width: int, height: int) -> None:
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (width, height)):
+        raise ImageError(f"grid size must be integers, got {width!r:.20} x {height!r:.20}")
     if not (0 < width <= MAX_GRID_SIZE[0] and 0 < height <= MAX_GRID_SIZE[1]):
         raise ImageError(
             f"grid size {width}x{height} out of range (1x1 to "
@@ -403,6 +405,8 @@ def _check_size(width: int, height: int) -> None:
 
 
 def _clamp(template: CardTemplate, stamps: int) -> int:
+    if not isinstance(stamps, int) or isinstance(stamps, bool):
+        raise ImageError(f"stamp count must be an integer, got {type(stamps).__name__}")
     # A round never holds more than stamps_required, but draw a full card rather than fail.
     return max(0, min(stamps, template.stamps_required))
 
@@ -413,13 +417,9 @@ def render_stamp_grid(template: CardTemplate, stamps: int, width: int, height: i
     ``stamps`` is clamped to 0..stamps_required. Cached per (template id, version,
     design_digest, stamps, width, height): a warm call is a dictionary look-up."""
     stamps = _clamp(template, stamps)
-    key = (*_template_key(template), "grid", stamps, width, height)
-    return _CACHE.get(key, lambda: _checked_grid(template, stamps, width, height))
-
-
-def _checked_grid(template: CardTemplate, stamps: int, width: int, height: int) -> bytes:
     _check_size(width, height)
-    return _draw_grid(template, stamps, width, height)
+    key = (*_template_key(template), "grid", stamps, width, height)
+    return _CACHE.get(key, lambda: _draw_grid(template, stamps, width, height))
 
 
 def _check_scale(scale: int) -> None:
@@ -564,7 +564,7 @@ def render_named(template: CardTemplate, name: str) -> bytes:
     Names are validated strictly (never used as file paths). A name that is malformed, of
     another template, version or design, of an older renderer, or with more stamps than the
     template holds raises NotFoundError."""
-    match = _NAME.fullmatch(name) if len(name) <= _MAX_NAME else None
+    match = _NAME.fullmatch(name) if isinstance(name, str) and len(name) <= _MAX_NAME else None
     if match is None:
         raise NotFoundError("no such image")
     g = match.groupdict()
