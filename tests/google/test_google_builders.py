@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -263,3 +264,31 @@ def test_a_failing_text_falls_back_instead_of_failing(
         "{{ next_reward }} in {{ remaining }}", text_context(broken, make_card(broken, 3))
     )
     assert mods["earn"]["body"] == "Ask us."
+
+
+def test_junk_google_settings_are_config_errors() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from passkit_stamps.errors import PasskitStampsError
+
+    junk = (
+        st.none()
+        | st.integers()
+        | st.text(max_size=20)
+        | st.binary(max_size=5)
+        | st.lists(st.integers(), max_size=2)
+    )
+
+    @settings(max_examples=200, deadline=None)
+    @given(issuer=junk, base=junk | st.just("https://img.example.com"), cb=junk, cc=junk)
+    def check(issuer: object, base: object, cb: object, cc: object) -> None:
+        with contextlib.suppress(PasskitStampsError):
+            GoogleSettings(
+                issuer_id=issuer,  # type: ignore[arg-type]
+                image_base_url=base,  # type: ignore[arg-type]
+                callback_url=cb,  # type: ignore[arg-type]
+                country_code=cc,  # type: ignore[arg-type]
+            )
+
+    check()
