@@ -373,7 +373,7 @@ def _layer(template: CardTemplate, filled: bool, width: int, height: int) -> Ima
         return _draw_grid_reference(template, stamps, width, height)
 
     key = (*template_key(template), "layer", filled, width, height)
-    return _LAYERS.get(key, draw, lambda img: img.width * img.height * 3)
+    return _LAYERS.get(key, draw, lambda img: img.width * img.height * 4)  # 4 bytes a pixel
 
 
 def _draw_grid(template: CardTemplate, stamps: int, width: int, height: int) -> bytes:
