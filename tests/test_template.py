@@ -680,3 +680,16 @@ def test_check_revalidates_a_template_that_skipped_validation(coffee: CardTempla
     with pytest.raises(TemplateError, match=r"design\.logo: .*pixels"):
         coffee.model_copy(update={"design": design}).check()
     coffee.check()  # a valid template passes
+
+
+def test_a_stored_template_with_a_failing_text_still_loads(coffee: CardTemplate) -> None:
+    # a template stored before the text checks must still load for serving (its texts fall back)
+    raw = coffee.model_dump()
+    raw["texts"]["en"]["next_reward_value"] = "{{ remainig }} {{ holder_name|truncate(1) }}"
+    with pytest.raises(TemplateError):
+        CardTemplate.model_validate(raw)
+    stored = CardTemplate.model_validate(raw, context={"stored": True})
+    assert stored.texts["en"].next_reward_value == raw["texts"]["en"]["next_reward_value"]
+    raw["stamps_required"] = 99  # the rules are still checked
+    with pytest.raises(TemplateError, match="stamps_required"):
+        CardTemplate.model_validate(raw, context={"stored": True})
