@@ -834,10 +834,10 @@ def _texts_or_stub(value: Any) -> TemplateTexts:
         filled["progress_change_message"] = "%@"
         return TemplateTexts.model_construct(**filled)
 
+
+def rule_problems(t: CardTemplate, *, check_texts: bool = True) -> list[Problem]:
     """Cross-field rules pydantic cannot express field by field; with ``check_texts=False``
     the text templates are not judged (a template read back from a store)."""
-    """Cross-field rules pydantic cannot express field by field (or without
-    checking the text templates: ``check_texts=False``)."""
     problems: list[Problem] = []
 
     def add(place: str, message: str) -> None:
