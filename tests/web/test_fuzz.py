@@ -386,6 +386,7 @@ async def test_no_request_gets_a_5xx_or_a_traceback(
             st.integers(-(10**30), 10**30),
             st.floats(allow_nan=False),
             st.text(max_size=30),
+            st.text(max_size=30).map(lambda t: f"{ISSUER}.{t}"),  # our prefix: unescaped
         ),
         max_size=3,
     ),
