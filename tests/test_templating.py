@@ -346,3 +346,9 @@ def test_the_fallback_log_line_holds_no_card_values(caplog: pytest.LogCaptureFix
     assert "Ada" not in logged
     render_text_or("{{ secret }}", {}, fallback="", field="f.y")
     assert "'secret' is undefined" in " ".join(r.getMessage() for r in caplog.records)
+
+
+def test_plain_prose_may_nest_brackets() -> None:
+    prose = "(" * 20 + "see terms" + ")" * 20
+    assert check_text_template(prose) is None
+    assert render_text(prose, {}) == prose

@@ -283,7 +283,7 @@ class _Compiled(NamedTuple):
 def _compile(source: str) -> _Compiled:
     if len(source) > MAX_SOURCE:
         raise TextTemplateError(f"text template longer than {MAX_SOURCE} characters")
-    if _bracket_depth(source) > MAX_BRACKETS:
+    if "{" in source and _bracket_depth(source) > MAX_BRACKETS:  # plain prose may nest freely
         raise TextTemplateError(
             f"text template nested too deeply (more than {MAX_BRACKETS} brackets)"
         )
