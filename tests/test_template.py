@@ -12,6 +12,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -693,3 +694,12 @@ def test_a_stored_template_with_a_failing_text_still_loads(coffee: CardTemplate)
     raw["stamps_required"] = 99  # the rules are still checked
     with pytest.raises(TemplateError, match="stamps_required"):
         CardTemplate.model_validate(raw, context={"stored": True})
+
+
+async def test_publishing_refuses_a_template_that_skipped_validation(service: Any) -> None:
+    # issue 12 item 1: a text that cannot render must be refused at publish, not break every card
+    coffee = await service.get_template("coffee", 1)
+    texts = coffee.texts["en"].model_copy(update={"next_reward_value": "{{ remainig }}"})
+    bad = coffee.model_copy(update={"version": 2, "texts": {"en": texts}})
+    with pytest.raises(TemplateError, match=r"texts\.en\.next_reward_value: unknown variable"):
+        await service.publish_template(bad)

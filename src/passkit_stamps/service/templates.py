@@ -34,6 +34,7 @@ class TemplateOperations(ServiceCore):
         """
         if not isinstance(template, CardTemplate):
             raise CardInputError(f"expected a CardTemplate, got {type(template).__name__}")
+        template.check()  # texts rendered, images bounded, even for a model_copy: TemplateError
         encoded = codec.EncodedTemplate(template)
         now = self._now()
 
