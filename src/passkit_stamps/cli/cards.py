@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
@@ -429,20 +430,24 @@ def journal(
     help="Write to this file (default: standard output).",
 )
 @click.option("--template", "template_id", default=None)
+@click.option("--bom", is_flag=True, help="Start with a UTF-8 BOM (Excel then reads umlauts).")
 @_db_option
-def export_csv(output: Path | None, template_id: str | None, db: str, as_json: bool) -> None:
+def export_csv(
+    output: Path | None, template_id: str | None, bom: bool, db: str, as_json: bool
+) -> None:
     """Export the customer data as CSV (streamed: any number of cards).
 
-    With -o FILE, --json prints the summary (file, cards) as JSON.
+    The file (-o) holds personal data: it is created readable by its owner only (0600). With
+    -o FILE, --json prints the summary (file, cards) as JSON.
     """
     if as_json and output is None:
         raise click.UsageError("--json goes with -o FILE: the CSV itself is written to stdout")
 
     async def action(service: StampService) -> int:
         count = 0
-        handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+        handle = _private_file(output) if output else sys.stdout
         try:
-            async for chunk in service.export_csv(template_id=template_id):
+            async for chunk in service.export_csv(template_id=template_id, bom=bom):
                 handle.write(chunk)
                 count += chunk.count("\r\n")
         finally:
@@ -454,6 +459,18 @@ def export_csv(output: Path | None, template_id: str | None, db: str, as_json: b
     if output:
         message = {"file": str(output), "cards": rows}
         click.echo(json.dumps(message) if as_json else f"wrote {rows} card(s) to {output}")
+
+
+def _private_file(path: Path) -> TextIO:
+    """``path`` opened for writing text, created 0600 whatever the umask; an existing file is
+    truncated and made 0600 too (it is about to hold personal data)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "w", encoding="utf-8", newline="")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @click.group("templates")

@@ -26,10 +26,12 @@ class ExportOperations(CardReads):
         template_id: str | None = None,
         state: CardState | str | None = None,
         batch_size: int = 1000,
+        bom: bool = False,
     ) -> AsyncIterator[str]:
         """The customer data as CSV text, one chunk per batch of cards (keyset pagination by
-        serial, so memory stays flat for any number of cards). Cells that a spreadsheet would
-        run as a formula are prefixed with ``'``."""
+        serial, so memory stays flat for any number of cards). Every text cell that a
+        spreadsheet would run as a formula is prefixed with ``'``. ``bom`` starts the text with a
+        UTF-8 byte order mark, which Excel needs to read it as UTF-8 (umlauts)."""
         if not isinstance(batch_size, int) or not 1 <= batch_size <= 10_000:
             raise CardInputError(f"batch_size must be 1 to 10000, got {batch_size!r}")
         f = self._card_filter(search=None, template_id=template_id, state=state)
@@ -51,7 +53,7 @@ class ExportOperations(CardReads):
             "last_stamp_at",
             "expires_at",
         ]
-        yield _csv_rows([header])
+        yield ("\ufeff" if bom else "") + _csv_rows([header])
 
         def batch(conn: Connection, last: str) -> tuple[str, str | None]:
             """The CSV text of the next batch after ``last`` and its last serial (None: done).
@@ -61,9 +63,9 @@ class ExportOperations(CardReads):
                 return "", None
             text = _csv_rows(
                 [
-                    _csv_safe(r.serial),
-                    _csv_safe(r.name),
-                    _csv_safe(r.email),
+                    r.serial,
+                    r.name or "",
+                    r.email or "",
                     r.phone or "",
                     r.birthday.isoformat() if r.birthday else "",
                     r.template_id,
@@ -97,14 +99,16 @@ def _iso(value: datetime | None) -> str:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _csv_safe(value: str | None) -> str:
-    if not value:
-        return ""
-    return "'" + value if value.startswith(_FORMULA_START) else value
+def _csv_safe(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _csv_rows(rows: Iterable[Sequence[Any]]) -> str:
+    """CSV lines; every text cell is neutralised here, so no column can be forgotten (the phone
+    column was: ``+49 …`` and ``-1+1`` are formulas to a spreadsheet)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerows(rows)
+    writer.writerows([_csv_safe(cell) for cell in row] for row in rows)
     return buf.getvalue()
