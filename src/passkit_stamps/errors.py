@@ -145,6 +145,11 @@ class CardNotFoundError(NotFoundError):
     """No card has this serial (or it was deleted)."""
 
 
+class RegistrationLimitError(PasskitStampsError):
+    """A pass already has as many registered devices as allowed; a new device is refused
+    (devices already registered keep working)."""
+
+
 class TemplateNotFoundError(NotFoundError):
     """No template with this id (or version) was published."""
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy.engine import Connection
 
 from ..engine import Platform
-from ..errors import CardNotFoundError
+from ..errors import CardNotFoundError, RegistrationLimitError
 from ..model import is_valid_serial
 from ..store import cards as store_cards
 from ..store import devices as store_devices
@@ -16,8 +16,15 @@ from .checks import check_text
 from .core import ServiceCore
 from .results import PassContent, PassState, UpdatedSerials
 
+#: Devices that may register for one pass. A holder has a few devices; the cap keeps a leaked
+#: token from registering thousands (each one is a push per change, and one log line of them).
+MAX_REGISTRATIONS_PER_PASS = 100
+
 
 class AppleOperations(ServiceCore):
+    #: The cap of :meth:`register_device`; set it on the service to change it.
+    max_registrations_per_pass: int = MAX_REGISTRATIONS_PER_PASS
+
     async def card_for_pass(self, pass_type_identifier: str, serial: str) -> PassContent | None:
         """The card, its template and Last-Modified for the pass web service; None when there
         is no such pass. A deleted card is still served (voided, anonymous) so devices that
@@ -42,22 +49,31 @@ class AppleOperations(ServiceCore):
     ) -> bool:
         """Register a device for a pass's updates; True when new (HTTP 201), False when it was
         already registered (200; a changed push token is stored). The first registration
-        marks the card as saved in Apple Wallet (``pass_added``). Raises CardNotFoundError."""
+        marks the card as saved in Apple Wallet (``pass_added``). Raises CardNotFoundError, and
+        RegistrationLimitError for a new device when the pass has ``max_registrations_per_pass``
+        registrations already."""
         check_text(device_id, "device library identifier", 128)
         check_text(push_token, "push token", 256)
         if not self._check_pass_type(pass_type_identifier) or not is_valid_serial(serial):
             raise CardNotFoundError(f"no pass {pass_type_identifier}/{serial}")
         now = self._now()
+        limit = self.max_registrations_per_pass
 
         def body(conn: Connection) -> bool:
             stored = store_cards.load_card(conn, serial, for_update=True)
             if stored is None or stored.deleted_at is not None:
                 raise CardNotFoundError(f"no pass {pass_type_identifier}/{serial}")
+            # Counted under the card's row lock, so concurrent registrations cannot pass the cap.
+            registered = store_devices.registration_count(conn, serial)
             store_devices.upsert_device(conn, device_id, push_token, now)
             if not store_devices.add_registration(
                 conn, device_id, pass_type_identifier, serial, now
             ):
                 return False
+            if registered >= limit:  # a new device over the cap: the transaction rolls back
+                raise RegistrationLimitError(
+                    f"pass {serial} already has {registered} devices registered (at most {limit})"
+                )
             self._set_platform(conn, stored, Platform.APPLE, True, now)
             return True
 

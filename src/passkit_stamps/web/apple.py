@@ -25,12 +25,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..apple.media import PKPASS_MIME_TYPE
-from ..errors import CardNotFoundError
+from ..errors import CardNotFoundError, RegistrationLimitError
 from ..service.results import PassState
 from . import requests as rq
 from .context import WebContext
 
 _UNAUTHORIZED = 401
+_FORBIDDEN = 403
 _NOT_FOUND = 404
 
 
@@ -95,6 +96,11 @@ class AppleWebService:
             )
         except CardNotFoundError:  # a deleted card: still served (voided), not registrable
             return _empty(_UNAUTHORIZED)
+        except RegistrationLimitError:
+            # 403: the token was right and the server refuses one more device (Apple lists
+            # only 200/201/401 here; Wallet takes any other status as a failed registration).
+            # 401 would point whoever reads the device log at the token; 429 is for rates.
+            return _empty(_FORBIDDEN)
         return _empty(201 if created else 200)
 
     async def unregister(self, request: Request) -> Response:
