@@ -515,3 +515,11 @@ def test_junk_arguments_raise_only_library_errors(
     for call in calls:
         with contextlib.suppress(PasskitStampsError):
             call()
+
+
+@pytest.mark.parametrize("scale", [2.0, True, "2"])
+def test_a_scale_must_be_an_integer(coffee: CardTemplate, scale: Any) -> None:
+    for render in (apple_strip, apple_icon):
+        args = (coffee, 3, scale) if render is apple_strip else (coffee, scale)
+        with pytest.raises(ImageError, match="scale"):
+            render(*args)  # type: ignore[operator]

@@ -423,7 +423,7 @@ def render_stamp_grid(template: CardTemplate, stamps: int, width: int, height: i
 
 
 def _check_scale(scale: int) -> None:
-    if scale not in APPLE_SCALES:
+    if type(scale) is not int or scale not in APPLE_SCALES:  # 2.0 and True are not scales
         raise ImageError(f"scale must be 1, 2 or 3, got {scale!r}")
 
 
