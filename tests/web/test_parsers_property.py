@@ -197,3 +197,14 @@ def test_nesting_depth_is_the_documents_depth(value: object) -> None:
 def test_bounded_loads_only_raises_value_errors(text: str) -> None:
     with contextlib.suppress(ValueError):
         boundedjson.loads(text)
+
+
+@pytest.mark.parametrize("header", ["¹", "²3", "٣", "1" * 19, "+1", " 1"])
+async def test_a_content_length_of_non_ascii_digits_is_a_request_error(header: str) -> None:
+    """Found by the property test: "¹" (a latin-1 header byte) passed str.isdigit()."""
+
+    async def stream():  # type: ignore[no-untyped-def]
+        yield b""
+
+    with pytest.raises(RequestError, match="malformed Content-Length"):
+        await rq.read_body(stream(), 10, content_length=header)

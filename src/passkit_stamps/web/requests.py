@@ -40,6 +40,7 @@ _PUSH_TOKEN = re.compile(r"[0-9A-Fa-f]{8,512}")
 _TAG = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _APPLE_PASS_AUTH = re.compile(r"ApplePass ([\x21-\x7e]{1,256})")
 _PAGE_SECRET = re.compile(r"[A-Za-z0-9_-]{22}")
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
 
 
 # -- path parameters ----------------------------------------------------------------------------
@@ -164,7 +165,8 @@ async def read_body(
     the limit while streaming is refused at that chunk, so nothing beyond ``limit`` is buffered.
     """
     if content_length is not None:
-        if not content_length.isdigit() or len(content_length) > 18:
+        # ASCII digits only: str.isdigit() also accepts "¹" (latin-1 0xB9), which int() refuses.
+        if not _CONTENT_LENGTH.fullmatch(content_length):
             raise RequestError("malformed Content-Length")
         if int(content_length) > limit:
             raise RequestTooLargeError(f"request body over {limit} bytes")
