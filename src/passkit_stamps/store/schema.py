@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from ..errors import StoreError
 
 #: The schema version this library writes. Raise it together with a new step in UPGRADES.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: SQLite's search index (step 2): an FTS5 table with the trigram tokenizer over
 #: ``cards.search_text``, keyed by the card's ``holder_id`` (every card has a holder row of its
@@ -135,6 +135,8 @@ vouchers = sa.Table(
     sa.Column("issued_at", Time, nullable=False),
     sa.Column("redeemed_at", Time),
     sa.Column("reward_at", sa.Integer),
+    # Step 3: the till API redeems a voucher by its scanned code alone.
+    sa.Index("ix_vouchers_code", "code"),
 )
 
 #: Where a card is saved: web, apple, google (several at once).
@@ -240,6 +242,20 @@ idempotency = sa.Table(
     sa.Column("serial", sa.String(64)),
     sa.Column("result", sa.Text, nullable=False),
     sa.Column("created_at", Time, nullable=False),
+)
+
+
+#: API keys (step 3): the secret is kept only as its SHA-256; ``id`` is the public part of the key
+#: (looked up by it, then the hash compared in constant time). Revoked keys stay listed.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("revoked_at", Time),
 )
 
 
@@ -522,10 +538,30 @@ def _postgres_trigram_index(conn: Connection) -> None:
     )
 
 
+def _step_3(conn: Connection) -> None:
+    """The till API: its keys, and an index to find a voucher by its code alone."""
+    time = _STEP_1_TYPES[conn.dialect.name]["time"]
+    conn.exec_driver_sql(
+        f"""CREATE TABLE api_keys (
+        id VARCHAR(32) NOT NULL,
+        name VARCHAR(100) NOT NULL,
+        role VARCHAR(16) NOT NULL,
+        secret_sha256 VARCHAR(64) NOT NULL,
+        created_at {time} NOT NULL,
+        revoked_at {time},
+        PRIMARY KEY (id))"""
+    )
+    conn.exec_driver_sql("CREATE INDEX ix_vouchers_code ON vouchers (code)")
+
+
 #: Ordered upgrade steps: (version reached, step). Append only; never edit a released step (nor
 #: the helpers it calls: _sqlite_search_index, _postgres_trigram_index): old databases were
 #: made by them as they are.
-UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _step_1), (2, _step_2))
+UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = (
+    (1, _step_1),
+    (2, _step_2),
+    (3, _step_3),
+)
 
 
 def current_version(conn: Connection) -> int:
