@@ -239,3 +239,30 @@ class GoogleConfigError(GoogleWalletError):
 
 class WebConfigError(PasskitStampsError):
     """The web app's configuration is unusable (public URL, mount path, secret key)."""
+
+
+# -- the till API -------------------------------------------------------------------------------
+
+
+class ApiKeyError(PasskitStampsError):
+    """An API key was refused: absent, malformed, unknown, wrong or revoked (all alike: 401)."""
+
+
+class ApiKeyInputError(PasskitStampsError):
+    """An API key's name or role is malformed (creating a key)."""
+
+
+class ApiKeyNotFoundError(NotFoundError):
+    """No API key has this id (revoking or naming one)."""
+
+
+class ApiPermissionError(PasskitStampsError):
+    """The API key's role may not do this (a staff key asking for a manager's operation: 403)."""
+
+
+class ApiRateLimitError(PasskitStampsError):
+    """An API key sent requests faster than its rate (429). ``retry_after``: seconds to wait."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
