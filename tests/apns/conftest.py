@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -173,14 +174,10 @@ class RawH2Client:
     async def close(self) -> None:
         self._task.cancel()
         self.writer.close()
-        try:
+        with contextlib.suppress(OSError, ssl.SSLError):
             await self.writer.wait_closed()
-        except (OSError, ssl.SSLError):
-            pass
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
 
 
 def client_context(

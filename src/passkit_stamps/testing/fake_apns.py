@@ -11,7 +11,8 @@ Run it alone (for benchmarks, or to point a client in another process at it)::
     python -m passkit_stamps.testing.fake_apns --port 0 --quiet
 
 It prints ``LISTENING <host> <port>`` and ``CA <path of the CA to trust>``, serves until SIGTERM
-or SIGINT, then prints ``PUSHES <n> DELIVERED <n> CONNECTIONS <n>``.
+or SIGINT, then prints ``PUSHES <n> DELIVERED <n> CONNECTIONS <n> CPU_SECONDS <s>`` (CPU
+used while serving).
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
+import hpack
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -121,8 +124,19 @@ _TOKEN_MAX_AGE = 3600.0  # APNs refuses provider tokens older than one hour
 _TOKEN_MIN_RENEWAL = 1200.0  # ... and a new token sooner than 20 minutes after the last one
 _TOKEN_FUTURE_SKEW = 300.0  # the fake's choice: an iat further in the future is invalid
 _PATH_PREFIX = b"/3/device/"
+_SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
+_SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
+# The fast 200 path uses h2's stream state machine directly; other h2 versions get the slow path.
+_FAST_ANSWERS = hasattr(h2.stream, "H2StreamStateMachine") and hasattr(
+    h2.stream.H2StreamStateMachine, "process_input"
+)
 _OK = (b":status", b"200")
 _COMPACT = (",", ":")  # APNs sends compact JSON
+# HPACK: indexed field 8 (":status: 200"), then a literal without indexing, new name "apns-id".
+_OK_BLOCK_HEAD = b"\x88\x00\x07apns-id"
+# A whole HEADERS frame (END_STREAM | END_HEADERS) answering 200, but for stream id and apns-id.
+_OK_FRAME_HEAD = (len(_OK_BLOCK_HEAD) + 1 + 36).to_bytes(3, "big") + b"\x01\x05"
+_OK_BLOCK = _OK_BLOCK_HEAD + b"\x24"  # then the 36 characters of the apns-id
 
 
 class FakeAPNsError(PasskitStampsError, ValueError):
@@ -226,14 +240,48 @@ class _Request:
         self.body = b""
 
 
+class _ResponseEncoder(hpack.Encoder):
+    """HPACK for the fake's answers; a 200 is built by hand, the rest by hpack.
+
+    A 200 is ``:status: 200`` (static table entry 8) and ``apns-id`` as a literal without
+    indexing (raw, not Huffman): the same bytes hpack could send, but no Huffman coding and no
+    dynamic table churn for an id used once. It is most of the fake's answers under load.
+    """
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        # h2 hands over copies (HeaderTuple), so match by value.
+        if len(headers) == 2 and headers[0] == _OK and headers[1][0] == b"apns-id":
+            apns_id: bytes = headers[1][1]
+            return _OK_BLOCK_HEAD + bytes((len(apns_id),)) + apns_id
+        return super().encode(headers, huffman)
+
+
+class _ServerH2Connection(h2.connection.H2Connection):
+    """h2's server side without its O(open streams) scan on every HEADERS frame.
+
+    h2 counts open streams by walking all of them (and drops closed ones on the way) for each
+    new stream: with hundreds of requests in one read that is quadratic. Below the limit, the
+    number of known streams is an upper bound and enough; near it, h2 counts (and cleans up).
+    """
+
+    @property
+    def open_inbound_streams(self) -> int:
+        known = len(self.streams)
+        if known < min(self.local_settings.max_concurrent_streams, 1024):
+            return known
+        return super().open_inbound_streams
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: h2 state machine, fed from the socket, answered in batches."""
 
     def __init__(self, server: FakeAPNs) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.conn = h2.connection.H2Connection(config=server._h2_config)
+        self.conn = _ServerH2Connection(config=server._h2_config)
+        self.conn.encoder = _ResponseEncoder()
         self.requests: dict[int, _Request] = {}
+        self.out: list[bytes] = []  # pre-built frames, written with h2's at the end of a read
         self.connection_id = 0
         self.streams_received = 0
         self.cert_topic: str | None = None
@@ -248,8 +296,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports quack like asyncio.Transport without deriving from it.
+        self.transport = cast(asyncio.Transport, transport)
         server = self.server
         server.connections_opened += 1
         self.connection_id = server.connections_opened
@@ -271,7 +319,7 @@ class _Connection(asyncio.Protocol):
             {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: server.max_concurrent_streams}
         )
         conn.increment_flow_control_window(server._connection_window_bonus)
-        transport.write(conn.data_to_send())
+        self.transport.write(conn.data_to_send())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -337,6 +385,9 @@ class _Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
+        if self.out:
+            data += b"".join(self.out)
+            self.out.clear()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
 
@@ -344,6 +395,17 @@ class _Connection(asyncio.Protocol):
         conn = self.conn
         try:
             if status == 200:
+                stream = conn.streams.get(stream_id) if _FAST_ANSWERS else None
+                if stream is not None and len(apns_id) == 36:
+                    # The hot path: h2's stream state moves as send_headers() would move it,
+                    # the frame is pre-built bytes (send_headers costs more than the request).
+                    machine = stream.state_machine
+                    machine.process_input(_SEND_HEADERS)
+                    machine.process_input(_SEND_END_STREAM)
+                    self.out.append(
+                        _OK_FRAME_HEAD + stream_id.to_bytes(4, "big") + _OK_BLOCK + apns_id
+                    )
+                    return
                 conn.send_headers(stream_id, [_OK, (b"apns-id", apns_id)], end_stream=True)
             else:
                 conn.send_headers(
@@ -468,7 +530,10 @@ class FakeAPNs:
         self.peak_concurrent_streams = 0
         self.goaways_sent = 0
         self.protocol_errors: list[str] = []
+        self.serving_cpu_start = 0.0  # process CPU time when the standalone fake began serving
 
+        self._id_prefix = str(uuid.uuid4())[:24].encode()  # "xxxxxxxx-xxxx-4xxx-xxxx-"
+        self._ids = 0
         self._replies: dict[str, list[list[Any]]] = {}  # token -> [[PushReply, remaining]]
         self._default: list[list[Any]] = []
         self._goaway_after: tuple[int, int, bytes] | None = None
@@ -630,9 +695,7 @@ class FakeAPNs:
             token_bytes = path[len(_PATH_PREFIX) :]
         given_id = headers.get(b"apns-id")
         apns_id = (
-            given_id
-            if given_id is not None and _UUID.fullmatch(given_id)
-            else str(uuid.uuid4()).encode()
+            given_id if given_id is not None and _UUID.fullmatch(given_id) else self._new_apns_id()
         )
         topic_bytes = headers.get(b"apns-topic")
         reply: PushReply | None = None
@@ -696,6 +759,11 @@ class FakeAPNs:
         connection.respond(stream_id, status, apns_id, body)
         if goaway_debug is not None:
             connection.goaway(0, goaway_debug)
+
+    def _new_apns_id(self) -> bytes:
+        # A random UUID prefix per server and a counter: unique, and far cheaper than uuid4().
+        self._ids += 1
+        return b"%s%012x" % (self._id_prefix, self._ids)
 
     def _scripted(self, token: str) -> PushReply | None:
         queue = self._replies.get(token) or self._default
@@ -909,6 +977,7 @@ async def _serve(args: argparse.Namespace) -> FakeAPNs:
     if args.ca_out is not None:
         args.ca_out.write_bytes(apns.ca_pem)
         ca_path = args.ca_out
+    apns.serving_cpu_start = time.process_time()
     print(f"LISTENING {apns.host} {apns.port}", flush=True)
     print(f"CA {ca_path}", flush=True)
     stop = asyncio.Event()
@@ -945,7 +1014,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(
         f"PUSHES {apns.push_count} DELIVERED {apns.delivered_count} "
-        f"CONNECTIONS {apns.connections_opened}",
+        f"CONNECTIONS {apns.connections_opened} "
+        f"CPU_SECONDS {time.process_time() - apns.serving_cpu_start:.3f}",
         flush=True,
     )
     return 0
