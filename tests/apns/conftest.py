@@ -23,6 +23,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 import jwt
 import pytest
@@ -95,13 +96,15 @@ class RawH2Client:
                 out = self.conn.data_to_send()
                 if out:
                     self.writer.write(out)
-        except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+        except (OSError, ssl.SSLError, h2.exceptions.ProtocolError) as exc:
+            # h2's state machine refuses every frame after a GOAWAY: the rest are lost here.
             self.close_error = exc
         finally:
             self.closed.set()
             for pending in self.pending.values():
                 if not pending.future.done():
                     pending.future.set_exception(ConnectionError("connection closed"))
+                    pending.future.exception()  # no "never retrieved" noise when unawaited
 
     def _event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RemoteSettingsChanged):

@@ -282,14 +282,16 @@ class _Connection(asyncio.Protocol):
         self.conn.encoder = _ResponseEncoder()
         self.requests: dict[int, _Request] = {}
         self.out: list[bytes] = []  # pre-built frames, written with h2's at the end of a read
+        self.unanswered = 0  # streams received and not answered yet (for peak_concurrent_streams)
         self.connection_id = 0
         self.streams_received = 0
         self.cert_topic: str | None = None
         self.has_cert = False
         self.tokens: dict[bytes, tuple[str | None, float]] = {}  # JWT -> (refusal, iat)
         self.last_token_iat: float | None = None
-        self.goaway_sent = False
+        self.goaway_sent = False  # sent, or decided (draining): no new streams from now on
         self.last_stream_id = 0
+        self.pending_goaway: tuple[int, bytes] | None = None  # sent once the streams are answered
         self.late: set[asyncio.TimerHandle] = set()
         self.closed = False
 
@@ -357,7 +359,8 @@ class _Connection(asyncio.Protocol):
                     if self.closed:
                         return
             elif kind is h2.events.StreamReset:
-                requests.pop(event.stream_id, None)  # type: ignore[attr-defined]
+                if requests.pop(event.stream_id, None) is not None:  # type: ignore[attr-defined]
+                    self.unanswered -= 1
             elif kind is h2.events.ConnectionTerminated:
                 # The client said GOAWAY: finish what is in flight, then close.
                 self.goaway_sent = True
@@ -376,12 +379,13 @@ class _Connection(asyncio.Protocol):
             return
         self.requests[sid] = _Request(event.headers)
         server = self.server
-        if len(self.requests) > server.peak_concurrent_streams:
-            server.peak_concurrent_streams = len(self.requests)
+        self.unanswered += 1
+        if self.unanswered > server.peak_concurrent_streams:
+            server.peak_concurrent_streams = self.unanswered
         self.streams_received += 1
         after = server._goaway_after
         if after is not None and not self.goaway_sent and self.streams_received >= after[0]:
-            self.goaway(after[1], after[2], last_stream_id=sid)
+            self.goaway(after[1], after[2], last_stream_id=sid, drain=True)
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
@@ -393,6 +397,7 @@ class _Connection(asyncio.Protocol):
 
     def respond(self, stream_id: int, status: int, apns_id: bytes, body: bytes) -> None:
         conn = self.conn
+        self.unanswered -= 1
         try:
             if status == 200:
                 stream = conn.streams.get(stream_id) if _FAST_ANSWERS else None
@@ -438,7 +443,7 @@ class _Connection(asyncio.Protocol):
                 return
             self.respond(stream_id, status, apns_id, body)
             if goaway is not None:
-                self.goaway(0, goaway)
+                self.goaway(0, goaway, drain=True)
             self._flush()
             if self.goaway_sent:
                 self._close_if_done()
@@ -446,29 +451,51 @@ class _Connection(asyncio.Protocol):
         handle = loop.call_later(delay, fire)
         self.late.add(handle)
 
-    def goaway(self, error_code: int, debug: bytes, *, last_stream_id: int | None = None) -> None:
-        """Send GOAWAY (graceful: streams up to the last id are still answered), close after."""
+    def goaway(
+        self,
+        error_code: int,
+        debug: bytes,
+        *,
+        last_stream_id: int | None = None,
+        drain: bool = False,
+    ) -> None:
+        """GOAWAY, graceful: streams up to the last id are answered, later ones refused.
+
+        ``drain=False`` sends the frame now, before the answers still due (RFC 9113 allows it);
+        ``drain=True`` sends it once those are answered. Either way the connection closes then.
+        """
         if self.goaway_sent or self.closed or self.transport is None:
             return
         last = self.conn.highest_inbound_stream_id if last_stream_id is None else last_stream_id
-        self._flush()  # frames h2 queued before stay before the GOAWAY
+        self.goaway_sent = True
+        self.last_stream_id = last
+        for sid in [s for s in self.requests if s > last]:
+            del self.requests[sid]
+            self.unanswered -= 1
+            self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+        self.pending_goaway = (error_code, debug)
+        if not drain:
+            self._send_goaway()
+        self._close_if_done()
+
+    def _send_goaway(self) -> None:
+        if self.pending_goaway is None or self.transport is None or self.closed:
+            return
+        error_code, debug = self.pending_goaway
+        self.pending_goaway = None
+        self._flush()  # frames queued before stay before the GOAWAY
         # Written by hand: h2's close_connection() would forbid answering the streams <= last.
         frame = GoAwayFrame(0)
-        frame.last_stream_id = last
+        frame.last_stream_id = self.last_stream_id
         frame.error_code = error_code
         frame.additional_data = debug
         self.transport.write(frame.serialize())
-        self.goaway_sent = True
-        self.last_stream_id = last
         self.server.goaways_sent += 1
-        for sid in [s for s in self.requests if s > last]:
-            del self.requests[sid]
-            self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
-        self._flush()
-        self._close_if_done()
 
     def _close_if_done(self) -> None:
-        if not self.requests and not self.late:
+        if self.unanswered <= 0 and not self.late:
+            self._flush()
+            self._send_goaway()
             self._close()
 
     def _close(self) -> None:
@@ -636,17 +663,22 @@ class FakeAPNs:
     def goaway_after(self, n_streams: int | None, error_code: int = 0, debug: bytes = b"") -> None:
         """Each connection sends GOAWAY once it has received ``n_streams`` streams (None: never).
 
-        Streams up to that one are answered; later ones are refused (RST_STREAM REFUSED_STREAM);
-        the connection closes when its last answered stream is done.
+        Streams up to that one are answered, later ones refused (RST_STREAM REFUSED_STREAM:
+        not processed, safe to retry); then GOAWAY with that stream as last id, then close.
         """
         if n_streams is not None and n_streams < 1:
             raise FakeAPNsError(f"goaway_after: n_streams must be >= 1 or None, not {n_streams}")
         self._goaway_after = None if n_streams is None else (n_streams, error_code, debug)
 
-    async def goaway(self, error_code: int = 0, debug: bytes = b"") -> None:
-        """Send GOAWAY on every open connection now (e.g. ``debug=b'{"reason":"Shutdown"}'``)."""
+    async def goaway(self, error_code: int = 0, debug: bytes = b"", *, drain: bool = False) -> None:
+        """GOAWAY on every open connection (e.g. ``debug=b'{"reason":"Shutdown"}'``), then close.
+
+        The last stream id is the highest received: those streams are still answered, after the
+        GOAWAY frame (as RFC 9113 allows; h2-based clients cannot read frames after a GOAWAY and
+        must retry them) or, with ``drain=True``, before it.
+        """
         for connection in list(self._connections):
-            connection.goaway(error_code, debug)
+            connection.goaway(error_code, debug, drain=drain)
         await asyncio.sleep(0)
 
     async def drop_connections(self) -> None:
@@ -758,7 +790,7 @@ class FakeAPNs:
             return
         connection.respond(stream_id, status, apns_id, body)
         if goaway_debug is not None:
-            connection.goaway(0, goaway_debug)
+            connection.goaway(0, goaway_debug, drain=True)
 
     def _new_apns_id(self) -> bytes:
         # A random UUID prefix per server and a counter: unique, and far cheaper than uuid4().
