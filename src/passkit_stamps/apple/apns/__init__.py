@@ -21,6 +21,7 @@ from .client import (
     DEFAULT_PRIORITY,
     DEFAULT_PUSH_TYPE,
     APNsClient,
+    check_token,
 )
 from .results import DeadToken, Delivered, Failed, PushResult, RetryLater
 
@@ -39,5 +40,6 @@ __all__ = [
     "PushResult",
     "RetryLater",
     "TokenAuth",
+    "check_token",
     "client_ssl_context",
 ]

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from ...errors import (
     APNsCertificateError,
@@ -63,6 +63,7 @@ __all__ = [
     "DEFAULT_PRIORITY",
     "DEFAULT_PUSH_TYPE",
     "APNsClient",
+    "check_token",
 ]
 
 log = logging.getLogger("passkit_stamps.apns")
@@ -173,10 +174,11 @@ class _Protocol(asyncio.Protocol):
     # -- asyncio callbacks ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports quack like asyncio.Transport without deriving from it.
+        self.transport = cast(asyncio.Transport, transport)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+            transport = self.transport
             self.client._fail(
                 APNsServerCertificateError(
                     f"{self.client.authority} does not speak HTTP/2 (ALPN h2): check the host"
@@ -384,7 +386,7 @@ class APNsClient:
         """Send one pass update push to ``token`` and return its result."""
         self._check_usable()
         future: asyncio.Future[PushResult] = asyncio.get_running_loop().create_future()
-        self._submit(_Push(_checked_token(token), self._topic_for(topic), _Single(future)))
+        self._submit(_Push(check_token(token), self._topic_for(topic), _Single(future)))
         self._pump()
         return await future
 
@@ -428,7 +430,7 @@ class APNsClient:
                             exhausted = True
                             break
                         self._check_usable()
-                        push = _Push(_checked_token(token), topic_bytes, batch)
+                        push = _Push(check_token(token), topic_bytes, batch)
                         batch.outstanding += 1
                         self._outstanding += 1
                         self._waiting.append(push)
@@ -620,6 +622,8 @@ class APNsClient:
             slot.protocol = protocol
         finally:
             slot.connecting = None
+        # The server's SETTINGS may have arrived before this task resumed: send what waits.
+        self._pump()
 
     def _connect_failed(self, slot: _Slot, exc: BaseException) -> None:
         slot.failures += 1
@@ -877,7 +881,8 @@ class APNsClient:
         return APNsRequestError(f"{head}: {fix}", reason=reason, status=status, token=token)
 
 
-def _checked_token(token: object) -> str:
+def check_token(token: object) -> str:
+    """``token`` if it is a well-formed push token (hex), else :class:`APNsInputError`."""
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         shown = repr(token) if len(repr(token)) <= 80 else repr(token)[:77] + "..."
         raise APNsInputError(
