@@ -1009,13 +1009,13 @@ async def _serve(args: argparse.Namespace) -> FakeAPNs:
     if args.ca_out is not None:
         args.ca_out.write_bytes(apns.ca_pem)
         ca_path = args.ca_out
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # before LISTENING: a caller may stop at once
+        loop.add_signal_handler(signum, stop.set)
     apns.serving_cpu_start = time.process_time()
     print(f"LISTENING {apns.host} {apns.port}", flush=True)
     print(f"CA {ca_path}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
     finally:
