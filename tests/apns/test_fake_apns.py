@@ -16,6 +16,8 @@ import h2.errors
 import h2.settings
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given
+from hypothesis import strategies as st
 
 from passkit_stamps.runtime.devpki import (
     make_pass_certificate,
@@ -661,3 +663,41 @@ async def test_standalone_process(raw_h2: RawH2Connect, tmp_path: Path) -> None:
         out, _ = await asyncio.wait_for(process.communicate(), 30)
     assert out.decode().split()[:6] == ["PUSHES", "2", "DELIVERED", "1", "CONNECTIONS", "1"]
     assert process.returncode == 0
+
+
+# -- the standalone fake's faster HPACK Huffman decoder --------------------------------------
+
+
+def _hpack_decode(data: bytes) -> bytes | str:
+    from hpack import HPACKDecodingError
+    from hpack.huffman_table import decode_huffman as original
+
+    try:
+        return original(data)
+    except HPACKDecodingError as exc:
+        return str(exc)
+
+
+def _fast_decode(data: bytes) -> bytes | str:
+    from hpack import HPACKDecodingError
+
+    from passkit_stamps.testing.fake_apns import decode_huffman
+
+    try:
+        return decode_huffman(data)
+    except HPACKDecodingError as exc:
+        return str(exc)
+
+
+@given(st.binary(max_size=200))
+def test_byte_wise_huffman_decodes_what_hpack_encodes(text: bytes) -> None:
+    from hpack.huffman import HuffmanEncoder
+    from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+
+    encoded = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(text)
+    assert _fast_decode(encoded) == _hpack_decode(encoded) == text
+
+
+@given(st.binary(max_size=64))
+def test_byte_wise_huffman_agrees_with_hpack_on_any_bytes(data: bytes) -> None:
+    assert _fast_decode(data) == _hpack_decode(data)  # the same bytes, or the same error

@@ -944,6 +944,86 @@ def _load_jwt_keys(keys: Mapping[str, bytes]) -> dict[str, ec.EllipticCurvePubli
 # -- standalone process ---------------------------------------------------------------------------
 
 
+class _QuietLog:
+    """hpack's module logger minus its ~25 debug calls per request (see speed_up_hpack)."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def debug(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
+def _huffman_byte_table() -> list[tuple[int, bytes, bool] | None]:
+    """hpack's Huffman state machine, one byte per step instead of one nibble.
+
+    Entry ``state * 256 + byte``: (next state, the 0-2 symbols emitted, whether a code ends
+    there), or None where hpack's table says the input is invalid.
+    """
+    from hpack.huffman_table import (
+        HUFFMAN_COMPLETE,
+        HUFFMAN_EMIT_SYMBOL,
+        HUFFMAN_FAIL,
+        HUFFMAN_TABLE,
+    )
+
+    table: list[tuple[int, bytes, bool] | None] = [None] * (len(HUFFMAN_TABLE) // 16 * 256)
+    for state in range(len(HUFFMAN_TABLE) // 16):
+        for byte in range(256):
+            middle, flags1, symbol1 = HUFFMAN_TABLE[state * 16 + (byte >> 4)]
+            if flags1 & HUFFMAN_FAIL:
+                continue
+            end, flags2, symbol2 = HUFFMAN_TABLE[middle * 16 + (byte & 0x0F)]
+            if flags2 & HUFFMAN_FAIL:
+                continue
+            emitted = bytes(
+                [symbol1] * bool(flags1 & HUFFMAN_EMIT_SYMBOL)
+                + [symbol2] * bool(flags2 & HUFFMAN_EMIT_SYMBOL)
+            )
+            table[state * 256 + byte] = (end, emitted, bool(flags2 & HUFFMAN_COMPLETE))
+    return table
+
+
+def decode_huffman(huffman_string: bytes | bytearray | memoryview | None) -> bytes:
+    """hpack.huffman_table.decode_huffman, same results and errors, about twice as fast."""
+    if not huffman_string:
+        return b""
+    table = _HUFFMAN_BYTES
+    if not table:
+        table.extend(_huffman_byte_table())  # 64 Ki entries, built once, on first use
+    state = 0
+    complete = False
+    out = bytearray()
+    for byte in bytes(huffman_string):
+        entry = table[(state << 8) | byte]
+        if entry is None:
+            raise hpack.HPACKDecodingError("Invalid Huffman string")
+        state, emitted, complete = entry
+        out += emitted
+    if not complete:
+        raise hpack.HPACKDecodingError("Incomplete Huffman string")
+    return bytes(out)
+
+
+_HUFFMAN_BYTES: list[tuple[int, bytes, bool] | None] = []
+
+
+def speed_up_hpack() -> None:
+    """Make hpack's decoder cheaper for this whole process: byte-wise Huffman, no debug logs.
+
+    The standalone fake does this (nothing else runs in its process); decoding request headers
+    is the largest part of its work per push. Not done on import: it changes hpack globally.
+    """
+    import hpack.hpack
+
+    hpack.hpack.decode_huffman = decode_huffman  # type: ignore[attr-defined]
+    if not isinstance(hpack.hpack.log, _QuietLog):
+        hpack.hpack.log = _QuietLog(hpack.hpack.log)  # type: ignore[assignment]
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m passkit_stamps.testing.fake_apns",
@@ -1034,6 +1114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         else:
             use_uvloop = True
+    speed_up_hpack()
     try:
         if use_uvloop:
             import uvloop
