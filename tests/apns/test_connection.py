@@ -155,7 +155,7 @@ def test_many_requests_keep_the_decoder_in_step() -> None:
 
 
 def test_first_block_resets_the_dynamic_table_and_later_ones_do_not() -> None:
-    client, server = connect()
+    client, _server = connect()
     send(client, 1)
     first = client.data_to_send()
     send(client, 2)

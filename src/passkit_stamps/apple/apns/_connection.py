@@ -18,6 +18,7 @@ Hot-path choices (pushes per second is the figure that matters):
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -28,6 +29,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 
 __all__ = [
     "APNsConnection",
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 DEFAULT_RECEIVE_WINDOW = 1 << 24  # responses are small; a big window means no WINDOW_UPDATE churn
+_RESETS = (h2.stream.StreamClosedBy.SEND_RST_STREAM, h2.stream.StreamClosedBy.RECV_RST_STREAM)
 _LAST_STREAM_ID = 2**31 - 3  # client stream ids are odd and below 2**31
 MAX_RESPONSE_BODY = 64 * 1024  # APNs error bodies are tiny JSON; refuse to buffer absurd ones
 
@@ -444,14 +447,16 @@ class APNsConnection:
         stream = h2conn.streams.get(stream_id)
         if stream is not None and stream.closed:
             del h2conn.streams[stream_id]
-            h2conn._closed_streams[stream_id] = stream.closed_by
+            # h2 remembers up to 65,536 closed streams; only a reset changes how it treats a
+            # late frame (a frame after END_STREAM is a connection error either way), so
+            # remember just those and keep memory flat over millions of pushes.
+            if stream.closed_by in _RESETS:
+                h2conn._closed_streams[stream_id] = stream.closed_by
         elif stream is not None and self._blocked:
             # The server answered before our body went out: cancel the stream, drop the body.
             self._drop_blocked(stream_id)
-            try:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
                 h2conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
-            except h2.exceptions.ProtocolError:
-                pass
 
     def _drop_blocked(self, stream_id: int) -> None:
         if self._blocked:

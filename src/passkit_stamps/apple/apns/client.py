@@ -622,14 +622,25 @@ class APNsClient:
             slot.protocol = protocol
         finally:
             slot.connecting = None
-        # The server's SETTINGS may have arrived before this task resumed: send what waits.
-        self._pump()
+            # The server's SETTINGS may have arrived before this task resumed: send what
+            # waits (or try again, backing off, when this attempt failed).
+            if not self._closed and self._failure is None:
+                self._pump()
+                if slot.protocol is None and self._waiting:
+                    self._ensure_connections()
 
-    def _connect_failed(self, slot: _Slot, exc: BaseException) -> None:
+    def _connect_failed(self, slot: _Slot, exc: BaseException, *, after_tls: bool = False) -> None:
         slot.failures += 1
         reason = f"ConnectionFailed: {exc or type(exc).__name__}"
         log.warning("cannot connect to APNs at %s: %s", self.authority, exc)
         if slot.failures > self.retries:
+            if after_tls and self.credentials is not None and self._failure is None:
+                self._fail(
+                    self._certificate_refused(
+                        "the server closed every connection right after the TLS handshake"
+                    )
+                )
+                return
             # Give up on what waits (the caller retries later); keep trying for new pushes.
             waiting = list(self._waiting)
             self._waiting.clear()
@@ -644,7 +655,7 @@ class APNsClient:
         text = f"{getattr(exc, 'reason', '')} {exc}".upper()
         return any(alert in text for alert in _CERT_ALERTS)
 
-    def _certificate_refused(self, exc: BaseException) -> APNsCertificateError:
+    def _certificate_refused(self, exc: BaseException | str) -> APNsCertificateError:
         who = (
             f"the Pass Type ID certificate for {self.credentials.pass_type_identifier!r}"
             if self.credentials is not None
@@ -706,9 +717,9 @@ class APNsClient:
                 push.renewed = True
                 self._requeue(push, front=True)
             else:
-                self._fail(self._configuration_error(push, status, reason))
+                self._fail(self._configuration_error(push, status, reason), push)
         elif action is Action.CONFIGURATION:
-            self._fail(self._configuration_error(push, status, reason))
+            self._fail(self._configuration_error(push, status, reason), push)
         else:
             self._resolve(push, Failed(push.token, status, reason, event.apns_id))
 
@@ -745,17 +756,23 @@ class APNsClient:
         self._draining.discard(protocol)
         slot = protocol.slot
         lost = protocol.conn.abandon()
+        if not protocol.conn.ready:
+            # Closed before the server's SETTINGS: a failed connection attempt. With TLS 1.3 a
+            # server refuses a client certificate after the handshake, and asyncio reports
+            # that alert as a plain close.
+            if slot.protocol is protocol:
+                slot.protocol = None
+            if isinstance(exc, ssl.SSLError) and self._is_certificate_alert(exc):
+                self._fail(self._certificate_refused(exc))
+                return
+            self._connect_failed(
+                slot, exc or ConnectionError("closed before HTTP/2 settings"), after_tls=True
+            )
+            return
         if slot.protocol is protocol:
             slot.protocol = None
             if protocol.conn.goaway is None:
                 slot.failures += 1  # dropped without GOAWAY: reconnect with back-off
-        if (
-            not protocol.conn.ready
-            and isinstance(exc, ssl.SSLError)
-            and self._is_certificate_alert(exc)
-        ):
-            self._fail(self._certificate_refused(exc))
-            return
         if lost:
             why = f"ConnectionLost: {exc}" if exc else "ConnectionLost"
             log.warning("APNs connection lost with %d push(es) in flight: resending", len(lost))
@@ -814,8 +831,12 @@ class APNsClient:
         ceiling = min(self.backoff_max, base * (2 ** (attempt - 1)))
         return float(ceiling * (0.5 + random.random() / 2))
 
-    def _fail(self, error: APNsConfigurationError) -> None:
-        """A configuration error: stop sending, fail every waiting push with it."""
+    def _fail(self, error: APNsConfigurationError, culprit: _Push | None = None) -> None:
+        """A configuration error: stop sending, fail every waiting push with it (and
+        ``culprit``, the push whose answer revealed it)."""
+        if culprit is not None:
+            self._outstanding -= 1
+            culprit.sink.fail(self._failure or error)
         if self._failure is not None:
             return
         self._failure = error
