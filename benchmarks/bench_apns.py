@@ -241,7 +241,8 @@ def _row(
     memory = f"{rss:.1f} MiB ({stream_rate:,.0f}/s)" if rss is not None and stream_rate else "-"
     return (
         f"| {name:<6} | {best['rate']:>8,.0f} | {median:>8,.0f} | {spread:>15} | "
-        f"{min(r['cpu_us'] for r in runs):>7.0f} | {best['p50_ms']:>6.1f} | {best['p99_ms']:>6.1f} | "
+        f"{min(r['cpu_us'] for r in runs):>7.0f} | {best['p50_ms']:>6.1f} | "
+        f"{best['p99_ms']:>6.1f} | "
         f"{memory} |"
     )
 

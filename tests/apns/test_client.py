@@ -158,7 +158,7 @@ async def test_private_key_never_stays_on_disk(
 
 
 def test_certificate_topic_must_be_its_pass_type(credentials: Any) -> None:
-    with pytest.raises(APNsTopicError, match="pass.com.example.stamps"):
+    with pytest.raises(APNsTopicError, match=r"pass\.com\.example\.stamps"):
         APNsClient(credentials, topic="pass.com.other")
 
 
@@ -183,9 +183,10 @@ async def test_token_from_an_unknown_key_is_refused(apns_key: Any) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     async with FakeAPNs(jwt_public_keys={apns_key.key_id: other_pem}) as fake:
-        async with token_client(fake, apns_key) as apns:
-            with pytest.raises(APNsProviderTokenError, match=apns_key.key_id) as caught:
-                await apns.push(tok(8))
+        apns = token_client(fake, apns_key)
+        with pytest.raises(APNsProviderTokenError, match=apns_key.key_id) as caught:
+            await apns.push(tok(8))
+        await apns.aclose()
     assert caught.value.reason == "InvalidProviderToken"
 
 
@@ -265,7 +266,7 @@ async def test_expired_provider_token_twice_stops_with_a_clock_hint(apns_key: An
         assert client.token_auth is not None and client.token_auth.minted == 2
 
 
-# -- Apple's table of responses ---------------------------------------------------------------------
+# -- Apple's table of responses --------------------------------------------------------------------
 
 DEAD = {"Unregistered", "ExpiredToken", "BadDeviceToken", "DeviceTokenNotForTopic"}
 RETRY = {"TooManyRequests", "InternalServerError", "ServiceUnavailable", "Shutdown", "IdleTimeout"}
@@ -358,7 +359,7 @@ async def test_malformed_token_is_an_input_error(cert_fake: FakeAPNs, credential
                 await apns.push(bad)  # type: ignore[arg-type]
 
 
-# -- connections: concurrency, GOAWAY, drops, pool ----------------------------------------------------
+# -- connections: concurrency, GOAWAY, drops, pool -------------------------------------------------
 
 
 @pytest.mark.parametrize("limit", [1, 1000])
@@ -457,7 +458,7 @@ async def test_ping_on_idle_keeps_the_connection(cert_fake: FakeAPNs, credential
     assert cert_fake.connections_opened == 1
 
 
-# -- clean shutdown ---------------------------------------------------------------------------------
+# -- clean shutdown --------------------------------------------------------------------------------
 
 
 async def test_async_with_waits_for_pushes_in_flight(cert_fake: FakeAPNs, credentials: Any) -> None:
@@ -482,7 +483,7 @@ async def test_close_timeout_resolves_what_is_left(cert_fake: FakeAPNs, credenti
     assert isinstance(result, RetryLater) and result.reason == "ClientClosed"
 
 
-# -- many tokens, bounded memory ----------------------------------------------------------------------
+# -- many tokens, bounded memory -------------------------------------------------------------------
 
 
 async def test_push_many_takes_an_async_iterable(cert_fake: FakeAPNs, credentials: Any) -> None:

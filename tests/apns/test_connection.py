@@ -306,7 +306,7 @@ def test_other_resets_are_not_refusals() -> None:
     assert isinstance(event, StreamReset) and not event.refused
 
 
-# -- GOAWAY, PING, failures --------------------------------------------------------------------------
+# -- GOAWAY, PING, failures ------------------------------------------------------------------------
 
 
 def test_goaway_returns_unprocessed_pushes_and_lets_processed_ones_finish() -> None:

@@ -349,10 +349,8 @@ class APNsConnection:
         if self._goaway_sent:
             return
         self._goaway_sent = True
-        try:
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # already closed by the server
             self._h2.close_connection(error_code=error_code)
-        except h2.exceptions.ProtocolError:
-            pass  # already closed by the server
         self._reopen_for_reading()
 
     def abandon(self) -> list[Any]:
