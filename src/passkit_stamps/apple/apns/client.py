@@ -740,6 +740,8 @@ class APNsClient:
             sample = goaway.unprocessed[0] if goaway.unprocessed else None
             self._fail(self._configuration_error(sample, None, reason))
             return
+        if goaway.last_stream_id == 0:
+            protocol.slot.failures += 1  # refused before any stream: back off, do not spin
         self._retire(protocol)
 
     def _retire(self, protocol: _Protocol) -> None:
