@@ -266,3 +266,60 @@ class ApiRateLimitError(PasskitStampsError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+# -- APNs (pass update pushes) ------------------------------------------------------------------
+
+
+class APNsError(PasskitStampsError):
+    """A push to Apple Push Notification service cannot be sent."""
+
+
+class APNsInputError(APNsError):
+    """An argument of the APNs client is malformed (a push token, a topic, a header default)."""
+
+
+class APNsConfigurationError(APNsError):
+    """APNs refused the credentials, the topic or the request format: every further push would
+    fail the same way, so the client stops and says what to fix. ``reason`` is APNs' reason
+    (verbatim), ``status`` its HTTP status, ``token`` the push token of the refused push."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        status: int | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.status = status
+        self.token = token
+        super().__init__(message)
+
+
+class APNsCertificateError(APNsConfigurationError):
+    """The TLS client certificate was refused (BadCertificate, BadCertificateEnvironment,
+    Forbidden, or a TLS alert during the handshake)."""
+
+
+class APNsProviderTokenError(APNsConfigurationError):
+    """The provider token (JWT) or its .p8 key was refused or cannot be used."""
+
+
+class APNsTopicError(APNsConfigurationError):
+    """The topic (pass type identifier) is missing, malformed or not allowed for the
+    credentials (BadTopic, MissingTopic, TopicDisallowed)."""
+
+
+class APNsRequestError(APNsConfigurationError):
+    """APNs refused the request's format (a header default, the payload, the path)."""
+
+
+class APNsServerCertificateError(APNsConfigurationError):
+    """The server's TLS certificate is not trusted (wrong host or CA file) or the server does not
+    speak HTTP/2."""
+
+
+class APNsClosedError(APNsError):
+    """The client is closed (or closing): it sends no more pushes."""

@@ -57,9 +57,9 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so each area's module stays independent of the others.
-    from . import apple, cards, google, serve, verify
+    from . import apple, cards, google, push, serve, verify
 
-    for module in (apple, verify, google, cards, serve):
+    for module in (apple, verify, google, cards, serve, push):
         for command in module.COMMANDS:
             main.add_command(command)
 
