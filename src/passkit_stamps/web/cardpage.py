@@ -17,9 +17,17 @@ import segno
 from markupsafe import Markup
 
 from ..apple.media import PKPASS_MIME_TYPE
-from ..errors import TextTemplateError
-from ..model import Card, CardState, CardTemplate, Color, localized, progress, text_context
-from ..templating import render_text
+from ..model import (
+    BUILTIN_LABELS,
+    Card,
+    CardState,
+    CardTemplate,
+    Color,
+    card_text,
+    localized,
+    progress,
+    text_context,
+)
 
 #: Labels only the page needs (the pass labels come from the template). Other languages take
 #: English for these few words.
@@ -41,9 +49,14 @@ PAGE_LABELS: dict[str, dict[str, str]] = {
         "state_voided": "This card is no longer valid.",
         "state_expired": "This card has expired.",
         "state_completed": "This card is complete. Thank you!",
-        "valid_until": "Valid until {date}",
-        "last_stamp": "Last stamp on {date}",
+        "valid_until": "Valid until",
+        "last_stamp": "Last stamp",
         "links": "Links",
+        # The heading when the card's language is not the template's: the template's name is
+        # written in its default language only.
+        "card_title": "Stamp card",
+        "next_reward_in": "{reward} in {remaining} stamps",
+        "next_reward_in_one": "{reward} in 1 stamp",
     },
     "de": {
         "card_number": "Kartennummer",
@@ -62,9 +75,12 @@ PAGE_LABELS: dict[str, dict[str, str]] = {
         "state_voided": "Diese Karte ist nicht mehr gültig.",
         "state_expired": "Diese Karte ist abgelaufen.",
         "state_completed": "Diese Karte ist voll. Vielen Dank!",
-        "valid_until": "Gültig bis {date}",
-        "last_stamp": "Letzter Stempel am {date}",
+        "valid_until": "Gültig bis",
+        "last_stamp": "Letzter Stempel",
         "links": "Links",
+        "card_title": "Stempelkarte",
+        "next_reward_in": "{reward} in {remaining} Stempeln",
+        "next_reward_in_one": "{reward} in 1 Stempel",
     },
 }
 
@@ -135,12 +151,16 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _safe_text(source: str, context: dict[str, Any]) -> str:
-    # A merchant's broken text template must not take the holder's page down.
-    try:
-        return render_text(source, context)
-    except TextTemplateError:
-        return ""
+def _next_reward_text(
+    template: CardTemplate, lang: str, ctx: dict[str, Any], reward: str, remaining: int
+) -> str:
+    """The next reward and how many stamps it takes. The built-in label has no unit ("Gratis
+    Haarkur in 3"; kept for passes), so the page says it with one unless the merchant wrote
+    their own text."""
+    if template.texts[lang].next_reward_value is not None or lang not in BUILTIN_LABELS:
+        return card_text(template, "next_reward_value", lang, ctx)
+    key = "next_reward_in_one" if remaining == 1 else "next_reward_in"
+    return page_label(key, lang, reward=reward, remaining=remaining)
 
 
 def page_context(
@@ -151,11 +171,11 @@ def page_context(
     if lang not in template.texts:
         lang = template.default_language
     ctx = text_context(template, card, lang)
-    texts = template.texts_for(lang)
     p = progress(template, card)
 
     def label(key: str) -> str:
-        return _safe_text(template.label(key, lang), ctx)
+        # As pass.json: a text that fails to render falls back (logged), never disappears.
+        return card_text(template, key, lang, ctx)
 
     def title(value: Any) -> str:
         return localized(value, lang, template.default_language)
@@ -187,11 +207,15 @@ def page_context(
         CardState.COMPLETED: page_label("state_completed", lang),
     }.get(card.state)
     next_reward = (
-        _safe_text(template.label("next_reward_value", lang), ctx) if p.next_reward else None
+        _next_reward_text(template, lang, ctx, ctx["next_reward"], p.remaining)
+        if p.next_reward
+        else None
     )
+    # The template's name is in its default language: other languages get a generic heading.
+    name = template.name if lang == template.default_language else page_label("card_title", lang)
     return {
         "lang": lang,
-        "name": template.name,
+        "name": name,
         "organization": template.organization_name,
         "colors": {
             "background": design.background_color.hex(),
@@ -228,22 +252,20 @@ def page_context(
         "save_to_google": page_label("save_to_google", lang),
         "state_notice": state_notice,
         "active": card.state is CardState.ACTIVE,
+        "valid_until_label": page_label("valid_until", lang),
         "valid_until": (
-            page_label("valid_until", lang, date=format_date(card.expires_at, lang))
+            format_date(card.expires_at, lang)
             if card.expires_at and card.state is CardState.ACTIVE
             else None
         ),
-        "last_stamp": (
-            page_label("last_stamp", lang, date=format_date(card.last_stamp_at, lang))
-            if card.last_stamp_at
-            else None
-        ),
+        "last_stamp_label": page_label("last_stamp", lang),
+        "last_stamp": format_date(card.last_stamp_at, lang) if card.last_stamp_at else None,
         "message_label": label("message_label"),
         "message": card.message,
         "how_to_earn_label": label("how_to_earn_label"),
-        "how_to_earn": _safe_text(texts.how_to_earn, ctx),
+        "how_to_earn": card_text(template, "how_to_earn", lang, ctx),
         "terms_label": label("terms_label"),
-        "terms": _safe_text(texts.terms, ctx),
+        "terms": card_text(template, "terms", lang, ctx),
         "links_label": page_label("links", lang),
         "website": template.website,
         "extra_links": [{"title": title(link.title), "url": link.url} for link in template.links],
