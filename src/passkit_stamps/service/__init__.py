@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from .apikeys import ApiKey, ApiRole, NewApiKey
 from .apple import parse_update_tag, updated_serials_answer
 from .checks import utcnow
 from .core import BUDGET_WINDOW, DEFAULT_NOTIFICATION_BUDGET
@@ -30,11 +31,14 @@ __all__ = [
     "BUDGET_WINDOW",
     "DEFAULT_NOTIFICATION_BUDGET",
     "SORT_KEYS",
+    "ApiKey",
+    "ApiRole",
     "CardDetails",
     "CardSummary",
     "Change",
     "GoogleObject",
     "JournalEntry",
+    "NewApiKey",
     "OutboxEntry",
     "Page",
     "PassContent",

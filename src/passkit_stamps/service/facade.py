@@ -8,12 +8,14 @@ its own module; state is shared through :class:`.core.ServiceCore`:
 * :mod:`.export`     the customer CSV export
 * :mod:`.apple`      the Apple pass web service: pass content and state, device registrations
 * :mod:`.wallets`    where a card is saved, Google Wallet objects, the outbox for the pusher
+* :mod:`.apikeys`    the till API's keys; cards by scanned barcode, vouchers by scanned code
 
 None of them holds SQL: that is :mod:`passkit_stamps.store`'s, the one way into the database.
 """
 
 from __future__ import annotations
 
+from .apikeys import ApiKeyOperations
 from .apple import AppleOperations
 from .cards import CardOperations
 from .export import ExportOperations
@@ -22,6 +24,7 @@ from .wallets import WalletOperations
 
 
 class StampService(
+    ApiKeyOperations,  # first: it builds on CardOperations and CardReads
     TemplateOperations,
     CardOperations,
     ExportOperations,
