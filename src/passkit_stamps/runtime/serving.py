@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..apple.credentials import SigningCredentials
 from ..errors import WebConfigError
 from ..web.config import GoogleWebConfig, WebConfig
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,32 @@ def web_config(options: ServeOptions, credentials: SigningCredentials) -> WebCon
         secret_key=options.secret_key,
         allow_http=options.allow_http,
         google=google,
+    )
+
+
+def mounted(app: Starlette, mount_path: str) -> Starlette:
+    """``app`` as ``serve`` runs it: under ``mount_path`` (``/wallet``) when one is given, so a
+    proxy forwards the public path unchanged (``/wallet/v1/...`` reaches ``/v1/...`` of the app,
+    which sees ``root_path`` ``/wallet``); nothing answers outside the prefix. At the root
+    without one. The app's lifespan (closing the Google client) runs inside the parent's."""
+    if not mount_path:
+        return app
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Mount
+
+    from ..web.asgiguard import RequestGuard
+
+    @contextlib.asynccontextmanager
+    async def lifespan(parent: Starlette) -> AsyncIterator[None]:
+        async with app.router.lifespan_context(app):
+            yield
+
+    return Starlette(
+        routes=[Mount(mount_path, app=app)],
+        lifespan=lifespan,
+        # The parent's own 404s and slash redirects build URLs too: non-UTF-8 queries are 400.
+        middleware=[Middleware(RequestGuard)],
     )
 
 
@@ -150,7 +181,7 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
             _print_demo(config, serials, db)
         server = uvicorn.Server(
             uvicorn.Config(
-                app,
+                mounted(app, config.mount_path),
                 host=options.host,
                 port=options.port,
                 log_level="info",

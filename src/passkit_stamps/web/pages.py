@@ -81,7 +81,9 @@ class CardPages:
         card, template = details.card, details.template
         if Platform.WEB not in details.platforms:
             await self._record_web(card.serial)
-        root = request.scope.get("root_path", "")
+        # The configured public prefix, not the request's root_path: a link is followed by the
+        # browser through the proxy, which is where the mount path is defined.
+        root = self.ctx.config.mount_path
         page_path = root + self.ctx.config.card_page_path(card.serial)
         logo = None
         if template.design.logo is not None:
