@@ -51,7 +51,9 @@ def upsert_device(conn: Connection, device_id: str, push_token: str, now: dateti
                 updated_at=now,
             )
         )
-    elif current != push_token:
+    else:
+        # updated_at moves on every registration, the token changed or not: dead-token pruning
+        # keeps a device that registered again after APNs' 410 timestamp (store/outbox.py).
         conn.execute(
             devices.update()
             .where(devices.c.device_library_id == device_id)

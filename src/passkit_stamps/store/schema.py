@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from ..errors import StoreError
 
 #: The schema version this library writes. Raise it together with a new step in UPGRADES.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: SQLite's search index (step 2): an FTS5 table with the trigram tokenizer over
 #: ``cards.search_text``, keyed by the card's ``holder_id`` (every card has a holder row of its
@@ -218,6 +218,14 @@ outbox = sa.Table(
     sa.Column("change_tag", sa.BigInteger, nullable=False),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    # Step 4, the dispatcher (store/outbox.py): a row is due at ``next_attempt_at`` (NULL: now),
+    # claimed by ``lease_owner`` until ``lease_until`` (a crashed worker's rows come back when
+    # the lease runs out), ``last_error`` of the last failed attempt, ``dead_at`` once parked.
+    sa.Column("next_attempt_at", Time),
+    sa.Column("last_error", sa.String(500)),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_until", Time),
+    sa.Column("dead_at", Time),
     sa.Index("ix_outbox_serial", "serial", "platform"),
 )
 
@@ -554,6 +562,19 @@ def _step_3(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_vouchers_code ON vouchers (code)")
 
 
+def _step_4(conn: Connection) -> None:
+    """The dispatcher: retry schedule, lease, last error and dead parking on outbox rows."""
+    time = _STEP_1_TYPES[conn.dialect.name]["time"]
+    for column in (
+        f"next_attempt_at {time}",
+        "last_error VARCHAR(500)",
+        "lease_owner VARCHAR(64)",
+        f"lease_until {time}",
+        f"dead_at {time}",
+    ):
+        conn.exec_driver_sql(f"ALTER TABLE outbox ADD COLUMN {column}")
+
+
 #: Ordered upgrade steps: (version reached, step). Append only; never edit a released step (nor
 #: the helpers it calls: _sqlite_search_index, _postgres_trigram_index): old databases were
 #: made by them as they are.
@@ -561,6 +582,7 @@ UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (1, _step_1),
     (2, _step_2),
     (3, _step_3),
+    (4, _step_4),
 )
 
 
