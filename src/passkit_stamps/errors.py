@@ -323,3 +323,32 @@ class APNsServerCertificateError(APNsConfigurationError):
 
 class APNsClosedError(APNsError):
     """The client is closed (or closing): it sends no more pushes."""
+
+
+# -- e-mail and enrolment (issue 13) --------------------------------------------------------------
+
+
+class EmailError(PasskitStampsError):
+    """An e-mail could not be configured or sent."""
+
+
+class EmailConfigError(EmailError):
+    """The SMTP URL or the sender address is invalid (the message names the part)."""
+
+
+class EmailRetryableError(EmailError):
+    """The server was unreachable or refused for now (4xx, or 5xx for the whole transaction):
+    the message stays in the outbox and is tried again."""
+
+
+class EmailPermanentError(EmailError):
+    """Retrying cannot help: the recipient address was refused (5xx at RCPT), or there is
+    nothing to send (the card is gone, no address)."""
+
+
+class EnrolmentError(PasskitStampsError):
+    """An enrolment form was refused (expired or forged form token, rate limit, bad field)."""
+
+
+class ImportRowError(PasskitStampsError):
+    """A row of an import file is invalid; the message names the line and the column."""
