@@ -61,6 +61,7 @@ __all__ = [
     "Outcome",
     "Platform",
     "add_stamps",
+    "card_at",
     "compute_expires_at",
     "expire_if_due",
     "is_due_to_expire",
@@ -75,6 +76,7 @@ __all__ = [
     "redeem_voucher",
     "send_message",
     "set_stamps",
+    "state_at",
     "void_card",
 ]
 
@@ -255,6 +257,20 @@ def is_due_to_expire(card: Card, now: datetime) -> bool:
     if card.state not in (CardState.ACTIVE, CardState.COMPLETED) or card.expires_at is None:
         return False
     return _utc(now) >= _utc(card.expires_at, "expires_at")
+
+
+def state_at(card: Card, now: datetime) -> CardState:
+    """The state a read at ``now`` shows: ``expired`` once the expiry time has come, whether or
+    not :func:`expire_if_due` has written it yet (the stored state changes only with a write or
+    the expiry sweep, which journals ``card_expired``)."""
+    return CardState.EXPIRED if is_due_to_expire(card, now) else card.state
+
+
+def card_at(card: Card, now: datetime) -> Card:
+    """``card`` as a read at ``now`` shows it (its state from :func:`state_at`)."""
+    if not is_due_to_expire(card, now):
+        return card
+    return card.model_copy(update={"state": CardState.EXPIRED})
 
 
 def _require_state(card: Card, now: datetime, *allowed: CardState) -> None:

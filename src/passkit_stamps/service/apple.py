@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Connection
 
-from ..engine import Platform
+from ..engine import Platform, card_at
 from ..errors import CardNotFoundError, RegistrationLimitError
 from ..model import is_valid_serial
 from ..store import cards as store_cards
@@ -36,7 +36,8 @@ class AppleOperations(ServiceCore):
             stored = store_cards.load_card(conn, serial)
             if stored is None:
                 return None
-            card = stored.card
+            # The state at the time of the read (an expired card's pass says so at once).
+            card = card_at(stored.card, self._now())
             template = self._template(
                 conn, card.template_id, card.template_version, stored.template_digest
             )

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from ..engine import EventType, Platform
+from ..engine import EventType, Platform, card_at
 from ..errors import CardInputError, CardNotFoundError
 from ..model import CardState, localized, progress
 from ..store import cards as store_cards
@@ -50,7 +50,9 @@ class CardReads(ServiceCore):
         return details
 
     def _details(self, conn: Connection, stored: store_cards.StoredCard) -> CardDetails:
-        card = stored.card
+        # The state at the time of the read: past its expiry time the card reads as expired
+        # before anything writes it.
+        card = card_at(stored.card, self._now())
         # load_card read the template digest and platforms with the card: no more round trips.
         template = self._template(
             conn, card.template_id, card.template_version, stored.template_digest
@@ -183,6 +185,7 @@ class CardReads(ServiceCore):
             min_stamps=min_stamps,
             max_stamps=max_stamps,
             has_vouchers_ready=has_vouchers_ready,
+            now=self._now(),
         )
 
     async def card_history(self, serial: str) -> list[JournalEntry]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,6 +42,41 @@ class CardFilter:
     min_stamps: int | None = None
     max_stamps: int | None = None
     has_vouchers_ready: bool | None = None
+    #: The time of the read: a card past its ``expires_at`` lists and filters as ``expired``
+    #: before the expiry sweep writes it (None: the stored state as it is).
+    now: datetime | None = None
+
+
+#: States a card leaves for ``expired`` when its expiry time comes (engine.is_due_to_expire).
+_EXPIRING = ("active", "completed")
+
+
+def _due(now: datetime) -> sa.ColumnElement[bool]:
+    """Stored as active or completed, but its expiry time has come at ``now``."""
+    return sa.and_(
+        cards.c.state.in_(_EXPIRING),
+        cards.c.expires_at.is_not(None),
+        cards.c.expires_at <= now,
+    )
+
+
+def state_column(now: datetime | None) -> sa.ColumnElement[Any]:
+    """The card's state as a read at ``now`` shows it, labelled ``state``."""
+    if now is None:
+        return cards.c.state
+    return sa.case((_due(now), sa.literal("expired")), else_=cards.c.state).label("state")
+
+
+def _state_is(state: str, now: datetime | None) -> sa.ColumnElement[bool]:
+    """``state_column(now) == state``, written so the state index still serves it."""
+    if now is None or state not in ("expired", *_EXPIRING):
+        return cards.c.state == state
+    if state == "expired":
+        return sa.or_(cards.c.state == "expired", _due(now))
+    return sa.and_(
+        cards.c.state == state,
+        sa.or_(cards.c.expires_at.is_(None), cards.c.expires_at > now),
+    )
 
 
 def uses_search_index(has_search_index: bool, text: str | None) -> bool:
@@ -77,7 +113,7 @@ def _where(f: CardFilter, *, dense_search: bool = False) -> list[sa.ColumnElemen
     if f.platform is not None:
         where.append(on_platform(f.platform))
     if f.state is not None:
-        where.append(cards.c.state == f.state)
+        where.append(_state_is(f.state, f.now))
     if f.min_stamps is not None:
         where.append(cards.c.stamps >= f.min_stamps)
     if f.max_stamps is not None:
@@ -116,6 +152,7 @@ def _summary_select(
     order: Sequence[sa.ColumnElement[Any]],
     offset: int,
     limit: int,
+    now: datetime | None = None,
 ) -> sa.Select[Any]:
     """One page of the issued-cards list. Platforms and ready vouchers are read afterwards for
     the page's serials: as subqueries here PostgreSQL would run them for every row an OFFSET
@@ -126,7 +163,7 @@ def _summary_select(
             cards.c.template_id,
             cards.c.template_version,
             cards.c.stamps,
-            cards.c.state,
+            state_column(now),
             cards.c.created_at,
             cards.c.last_stamp_at,
             holders.c.name,
@@ -199,9 +236,11 @@ def card_page(
         # (a count that hit its cap: at least that many, walk).
         dense = (cap is not None and total > cap) or total * total >= rows_ever * (offset + limit)
         chosen = _where(f, dense_search=True) if dense else where
-        rows = list(conn.execute(_summary_select(chosen, order, offset, limit)).mappings())
+        rows = list(
+            conn.execute(_summary_select(chosen, order, offset, limit, f.now)).mappings()
+        )
     else:
-        rows = list(conn.execute(_summary_select(where, order, offset, limit)).mappings())
+        rows = list(conn.execute(_summary_select(where, order, offset, limit, f.now)).mappings())
         if len(rows) < limit and (rows or not offset):
             total = offset + len(rows)  # the last page: no count needed
         else:
@@ -229,7 +268,7 @@ def export_rows(conn: Connection, f: CardFilter, *, after: str, limit: int) -> l
             holders.c.birthday,
             cards.c.template_id,
             cards.c.template_version,
-            cards.c.state,
+            state_column(f.now),
             cards.c.stamps,
             templates.c.stamps_required,
             cards.c.rounds_completed,
