@@ -1,0 +1,27 @@
+"""The API's configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import WebConfigError
+from ..web.config import WebConfig
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """``web``: the web app's configuration, for the card page and .pkpass URLs the API returns
+    (without it they are null). ``rate``/``burst``: requests a second per key and the burst a
+    key may send at once. ``max_body``: request bodies are refused (413) past this many bytes,
+    while reading."""
+
+    web: WebConfig | None = None
+    rate: float = 20.0
+    burst: int = 40
+    max_body: int = 16 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0 or self.burst < 1:
+            raise WebConfigError("API rate must be > 0 requests a second and burst >= 1")
+        if not 256 <= self.max_body <= 1024 * 1024:
+            raise WebConfigError("API max_body must be 256 bytes to 1 MiB")

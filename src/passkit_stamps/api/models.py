@@ -1,0 +1,261 @@
+"""The API's request and response bodies and query strings: pydantic models, the one source of
+both the handlers' parsing/serialising and the OpenAPI document (:mod:`.openapi`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..engine import EventType, Platform
+from ..model import SERIAL_PATTERN, CardState, Holder, Voucher, VoucherKind
+
+TEMPLATE_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+SERIAL = rf"^{SERIAL_PATTERN}$"
+LANGUAGE = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,3}$"
+#: A code a till attaches to a stamp (a receipt number): printable, bounded.
+CODE = r"^[^\x00-\x1f\x7f]{1,200}$"
+
+SortKey = Literal[
+    "created_at",
+    "-created_at",
+    "last_stamp_at",
+    "-last_stamp_at",
+    "stamps",
+    "-stamps",
+    "serial",
+    "-serial",
+    "name",
+    "-name",
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+class IssueRequest(_Body):
+    """Issue a card of the template's latest version (or ``version``)."""
+
+    template_id: str = Field(pattern=TEMPLATE_ID)
+    version: int | None = Field(default=None, ge=1, le=1_000_000)
+    holder: Holder = Holder()
+    serial: str | None = Field(default=None, pattern=SERIAL)
+    language: str | None = Field(default=None, pattern=LANGUAGE, max_length=35)
+
+
+class StampRequest(_Body):
+    """Add stamps in one visit; ``code`` e.g. the receipt number."""
+
+    count: int = Field(default=1, ge=1, le=100)
+    code: str | None = Field(default=None, pattern=CODE)
+
+
+class SetStampsRequest(_Body):
+    """Set the stamp count (an adjustment; the holder is not notified)."""
+
+    stamps: int = Field(ge=0, le=10_000)
+    code: str | None = Field(default=None, pattern=CODE)
+
+
+class RedeemRequest(_Body):
+    """Redeem the voucher with this scanned code (on ``serial`` when given)."""
+
+    code: str = Field(min_length=1, max_length=64)
+    serial: str | None = Field(default=None, pattern=SERIAL)
+
+
+class CouponRequest(_Body):
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+
+
+class MessageRequest(_Body):
+    text: str = Field(min_length=1, max_length=1000)
+
+
+# -- query strings -------------------------------------------------------------------------------
+
+
+class BarcodeQuery(_Body):
+    message: str = Field(min_length=1, max_length=200, description="the scanned barcode")
+
+
+class CardsQuery(_Body):
+    search: str | None = Field(
+        default=None, max_length=200, description="card number, name, e-mail or phone"
+    )
+    template: str | None = Field(default=None, pattern=TEMPLATE_ID)
+    version: int | None = Field(default=None, ge=1, le=1_000_000)
+    platform: Platform | None = None
+    state: CardState | None = None
+    min_stamps: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_stamps: int | None = Field(default=None, ge=0, le=1_000_000)
+    vouchers_ready: bool | None = None
+    sort: SortKey = "-created_at"
+    offset: int = Field(default=0, ge=0, le=1_000_000_000)
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class JournalQuery(_Body):
+    type: list[EventType] | None = Field(default=None, max_length=20)
+    template: str | None = Field(default=None, pattern=TEMPLATE_ID)
+    serial: str | None = Field(default=None, pattern=SERIAL)
+    since: datetime | None = Field(default=None, description="events at or after")
+    until: datetime | None = Field(default=None, description="events before")
+    order: Literal["newest", "oldest"] = "newest"
+    offset: int = Field(default=0, ge=0, le=1_000_000_000)
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class ExportQuery(_Body):
+    template: str | None = Field(default=None, pattern=TEMPLATE_ID)
+    state: CardState | None = None
+    bom: bool = Field(default=False, description="start with a UTF-8 BOM (for Excel)")
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+
+class CardOut(_Body):
+    """A card as an operation left it."""
+
+    serial: str
+    template_id: str
+    template_version: int
+    state: CardState
+    stamps: int
+    rounds_completed: int
+    holder: Holder
+    vouchers: list[Voucher]
+    message: str | None
+    language: str | None
+    created_at: datetime
+    last_stamp_at: datetime | None
+    expires_at: datetime | None
+    #: The customer's card page and its .pkpass (None when the API has no web config).
+    card_page_url: str | None
+    pass_url: str | None
+
+
+class CardDetailsOut(CardOut):
+    """A card looked up: with its template's name, progress and where it is saved."""
+
+    template_name: str
+    required: int
+    remaining: int
+    current_reward: str | None
+    next_reward: str | None
+    platforms: list[Platform]
+
+
+class EventOut(_Body):
+    """One journal entry."""
+
+    id: int
+    type: EventType
+    at: datetime
+    serial: str
+    template_id: str
+    template_version: int
+    template_name: str | None
+    stamps: int
+    required: int
+    code: str | None
+    reward: str | None
+    voucher_code: str | None
+    data: dict[str, Any]
+    actor: str | None
+    holder_name: str | None
+    holder_email: str | None
+
+
+class ChangeOut(_Body):
+    """What an operation did: the card after it and the journal entries it wrote."""
+
+    card: CardOut
+    events: list[EventOut]
+    notified: bool
+    #: True when this answers a repeated Idempotency-Key (nothing was done again).
+    replayed: bool
+
+
+class CardSummaryOut(_Body):
+    serial: str
+    holder: Holder
+    template_id: str
+    template_version: int
+    template_name: str
+    stamps: int
+    required: int
+    state: CardState
+    platforms: list[Platform]
+    created_at: datetime
+    last_stamp_at: datetime | None
+    vouchers_ready: int
+
+
+class CardPageOut(_Body):
+    items: list[CardSummaryOut]
+    #: The number matching (with ``total_exact`` false, a lower bound).
+    total: int
+    total_exact: bool
+    offset: int
+    limit: int
+    has_more: bool
+
+
+class JournalPageOut(_Body):
+    items: list[EventOut]
+    total: int
+    offset: int
+    limit: int
+    has_more: bool
+
+
+class HistoryOut(_Body):
+    items: list[EventOut]
+
+
+class InvalidField(_Body):
+    #: Where: ``body.holder.email``, ``query.limit``, ``header.Idempotency-Key``.
+    field: str
+    rule: str
+
+
+class Problem(_Body):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Problem")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[InvalidField] | None = None
+
+
+__all__ = [
+    "CardDetailsOut",
+    "CardOut",
+    "CardPageOut",
+    "CardsQuery",
+    "ChangeOut",
+    "CouponRequest",
+    "EventOut",
+    "ExportQuery",
+    "HistoryOut",
+    "IssueRequest",
+    "JournalPageOut",
+    "JournalQuery",
+    "MessageRequest",
+    "Problem",
+    "RedeemRequest",
+    "SetStampsRequest",
+    "StampRequest",
+    "VoucherKind",
+]
