@@ -1,0 +1,158 @@
+"""The dispatcher's service operations on both backends: claim with a lease, acknowledge,
+back-off and parking, release, retry dead, stats, dead-token pruning honouring the 410 time."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from conftest import Clock
+from passkit_stamps.engine import EventType, Platform
+from passkit_stamps.model import Holder
+from passkit_stamps.service import StampService
+from passkit_stamps.service.delivery import RetryPolicy
+from passkit_stamps.store import outbox as store_outbox
+
+PASS_TYPE = "pass.com.example.stamps"
+
+
+async def _card_in_wallets(service: StampService, *platforms: Platform) -> str:
+    serial = (await service.issue_card("coffee", Holder(name="Ada"))).card.serial
+    for platform in platforms:
+        await service.record_platform(serial, platform, True)
+    return serial
+
+
+async def test_claim_leases_rows_once_until_the_lease_runs_out(
+    service: StampService, clock: Clock
+) -> None:
+    serial = await _card_in_wallets(service, Platform.APPLE, Platform.GOOGLE)
+    await service.add_stamps(serial, 1)
+    first = await service.claim_deliveries("w1", lease=timedelta(seconds=30))
+    assert sorted(d.platform for d in first) == ["apple", "google"]
+    assert all(d.attempts == 1 and d.serial == serial for d in first)
+    assert await service.claim_deliveries("w2") == []  # leased
+    clock.advance(seconds=31)  # w1 died: its rows are due again
+    again = await service.claim_deliveries("w2", platforms=["apple"])
+    assert [(d.platform, d.attempts) for d in again] == [("apple", 2)]
+    assert await service.acknowledge_deliveries(d.id for d in again) == 1
+    [stats] = [s for s in await service.outbox_stats() if s.platform == "google"]
+    assert (stats.pending, stats.retrying, stats.dead) == (1, 0, 0)
+
+
+async def test_failures_back_off_with_jitter_then_park_dead_and_retry(
+    service: StampService, clock: Clock
+) -> None:
+    serial = await _card_in_wallets(service, Platform.GOOGLE)
+    await service.add_stamps(serial, 1)
+    policy = RetryPolicy(max_attempts=3, backoff_base=10, backoff_max=15)
+    delays = []
+    for attempt in (1, 2):
+        [row] = await service.claim_deliveries("w")
+        assert row.attempts == attempt
+        assert await service.fail_deliveries([(row, "503 busy")], policy, rand=lambda: 1.0) == 0
+        assert await service.claim_deliveries("w") == []  # not due yet
+        delays.append(policy.delay(attempt, lambda: 1.0))
+        clock.advance(seconds=delays[-1])
+    assert delays == [10.0, 15.0]  # doubled, capped
+    assert policy.delay(5, lambda: 0.0) == 7.5  # jitter: half to full
+    [row] = await service.claim_deliveries("w")
+    assert row.last_error == "503 busy"
+    assert await service.fail_deliveries([(row, "503 again")], policy) == 1
+    clock.advance(days=1)
+    assert await service.claim_deliveries("w") == []  # parked: never due
+    [dead] = await service.dead_deliveries()
+    assert (dead.serial, dead.last_error, dead.attempts) == (serial, "503 again", 3)
+    [stats] = await service.outbox_stats()
+    assert (stats.pending, stats.retrying, stats.dead, stats.oldest) == (0, 0, 1, None)
+    assert await service.retry_dead_deliveries(platform="apple") == 0
+    assert await service.retry_dead_deliveries() == 1
+    [row] = await service.claim_deliveries("w")
+    assert row.attempts == 1
+
+
+async def test_a_row_older_than_the_max_age_is_parked_at_its_next_failure(
+    service: StampService, clock: Clock
+) -> None:
+    serial = await _card_in_wallets(service, Platform.APPLE)
+    await service.add_stamps(serial, 1)
+    clock.advance(hours=2)
+    [row] = await service.claim_deliveries("w")
+    policy = RetryPolicy(max_age=timedelta(hours=1))
+    assert await service.fail_deliveries([(row, "boom")], policy) == 1
+
+
+async def test_release_gives_rows_back_without_counting_the_attempt(
+    service: StampService,
+) -> None:
+    serial = await _card_in_wallets(service, Platform.APPLE)
+    await service.add_stamps(serial, 1)
+    [row] = await service.claim_deliveries("w")
+    assert await service.release_deliveries([row.id], "other") == 0  # not its lease
+    assert await service.release_deliveries([row.id], "w", note="apple paused: bad cert") == 1
+    [again] = await service.claim_deliveries("w")
+    assert (again.attempts, again.last_error) == (1, "apple paused: bad cert")
+
+
+async def test_claims_by_concurrent_workers_never_share_a_row(service: StampService) -> None:
+    serials = [await _card_in_wallets(service, Platform.APPLE) for _ in range(4)]
+    for serial in serials:
+        for _ in range(5):
+            await service.add_stamps(serial, 1)
+    batches = await asyncio.gather(
+        *(service.claim_deliveries(f"w{i}", limit=7) for i in range(4))
+    )
+    ids = [d.id for batch in batches for d in batch]
+    assert len(ids) == len(set(ids)) == 20
+
+
+async def test_outbox_writes_wake_workers_in_process(service: StampService) -> None:
+    woken = []
+    remove = store_outbox.on_outbox_write(lambda: woken.append(1))
+    try:
+        serial = await _card_in_wallets(service, Platform.APPLE)
+        await service.add_stamps(serial, 1)
+    finally:
+        remove()
+    assert woken
+    before = len(woken)
+    await service.add_stamps(serial, 1)
+    assert len(woken) == before
+
+
+async def test_dead_token_pruning_honours_the_410_timestamp(
+    service: StampService, clock: Clock
+) -> None:
+    serial = await _card_in_wallets(service)
+    other = await _card_in_wallets(service)
+    token, fresh = "aa" * 32, "bb" * 32
+    await service.register_device("old-phone", token, PASS_TYPE, serial)
+    await service.register_device("old-phone", token, PASS_TYPE, other)
+    await service.register_device("phone", fresh, PASS_TYPE, serial)
+    dead_since = clock.now - timedelta(minutes=1)
+    clock.advance(minutes=5)
+    # The device registered again after the 410's timestamp: the token lives again.
+    await service.register_device("old-phone", token, PASS_TYPE, other)
+    assert await service.prune_dead_token(token, dead_since) == []
+    clock.advance(minutes=5)
+    later = clock.now - timedelta(seconds=1)
+    assert sorted(await service.prune_dead_token(token, later)) == sorted([other, serial])
+    assert await service.push_tokens(serial) == [fresh]
+    assert await service.push_tokens(other) == []
+    journal = [e.type for e in await service.card_history(other)]
+    assert journal[-1] == EventType.PASS_REMOVED
+    assert EventType.PASS_REMOVED not in [e.type for e in await service.card_history(serial)]
+    # 400 BadDeviceToken: no timestamp, removed whatever happened since.
+    assert await service.prune_dead_token(fresh, None) == [serial]
+    assert EventType.PASS_REMOVED == [e.type for e in await service.card_history(serial)][-1]
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_claims_take_the_oldest_rows_first(service: StampService, limit: int) -> None:
+    serials = [await _card_in_wallets(service, Platform.APPLE) for _ in range(3)]
+    for serial in serials:
+        await service.add_stamps(serial, 1)
+    claimed = await service.claim_deliveries("w", limit=limit)
+    assert [d.serial for d in claimed] == serials[:limit]
