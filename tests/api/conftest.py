@@ -57,7 +57,9 @@ class Api:
     def auth(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
-    async def call(self, method: str, path: str, key: str | None = None, **kw: Any) -> httpx.Response:
+    async def call(
+        self, method: str, path: str, key: str | None = None, **kw: Any
+    ) -> httpx.Response:
         headers = dict(kw.pop("headers", {}))
         if key is not None:
             headers.update(self.auth(key))
