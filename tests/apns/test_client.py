@@ -132,6 +132,8 @@ async def test_certificate_from_another_ca_is_refused_with_one_clear_error(
             assert "pass.com.example.stamps" in message
             with pytest.raises(APNsCertificateError):  # stays stopped
                 await client.push(tok(4))
+        with pytest.raises(APNsCertificateError):
+            await cert_client(fake, credentials).connect()  # found before any push
         assert fake.push_count == 0
 
 

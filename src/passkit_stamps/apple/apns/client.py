@@ -375,10 +375,15 @@ class APNsClient:
         """Open the pool's connections now (otherwise the first push does); raises the
         configuration error when the server refuses the certificate."""
         self._check_usable()
-        self._ensure_connections()
-        tasks = [s.connecting for s in self._slots if s.connecting is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout * (self.retries + 1)
+        # Poll: a refused certificate may only show after the handshake, on a later attempt.
+        while self._failure is None and loop.time() < deadline:
+            ready = [s for s in self._slots if s.protocol is not None and s.protocol.conn.ready]
+            if len(ready) == len(self._slots):
+                return
+            self._ensure_connections()
+            await asyncio.sleep(0.01)
         if self._failure is not None:
             raise self._failure
 
