@@ -28,6 +28,7 @@ from .imageroutes import ImageRoutes
 from .pages import CardPages
 
 if TYPE_CHECKING:
+    from ..api.config import ApiConfig
     from ..apple.credentials import SigningCredentials
     from ..service import StampService
 
@@ -48,8 +49,12 @@ def create_app(
     config: WebConfig,
     *,
     builder: PassBuilder | None = None,
+    api: ApiConfig | None = None,
 ) -> Starlette:
     """The web app for ``service``, signing passes with ``credentials``.
+
+    ``api``: also serve the till JSON API under ``/api`` (:func:`passkit_stamps.api.create_api`;
+    off when None). Its card URLs use ``config`` unless the ApiConfig names its own.
 
     ``builder`` defaults to a :class:`~passkit_stamps.apple.bundle.PassBuilder` with
     ``web_service_url=config.web_service_url`` (pass your own to share its cache).
@@ -74,6 +79,15 @@ def create_app(
 
         ctx.google = GoogleRuntime(ctx, config.google)
         routes += ctx.google.routes()
+    if api is not None:
+        import dataclasses
+
+        from starlette.routing import Mount
+
+        from ..api import create_api
+
+        api = api if api.web is not None else dataclasses.replace(api, web=config)
+        routes.append(Mount("/api", app=create_api(service, api)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
