@@ -448,6 +448,15 @@ class TemplateTexts(_TemplatePart):
     how_to_earn_label: str | None = None
     message_label: str | None = None
     progress_change_message: str | None = None
+    #: E-mails (passkit_stamps.service.email: built-in texts in English and German when left out).
+    #: Variables: ``holder_name``, ``organization``, ``template_name``, ``card_url``,
+    #: ``message`` (the message e-mail only), ``card_number``, ``stamps``, ``required``.
+    email_card_subject: str | None = Field(default=None, max_length=200)
+    email_card_body: str | None = Field(default=None, max_length=4000)
+    email_existing_subject: str | None = Field(default=None, max_length=200)
+    email_existing_body: str | None = Field(default=None, max_length=4000)
+    email_message_subject: str | None = Field(default=None, max_length=200)
+    email_message_body: str | None = Field(default=None, max_length=4000)
 
     def label(self, key: str, language: str) -> str:
         """A text by key, falling back to the built-in translation for ``language``."""
@@ -491,6 +500,26 @@ LABEL_KEYS: tuple[str, ...] = tuple(BUILTIN_LABELS["en"])
 _ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 
+class Enrolment(_TemplatePart):
+    """The public enrolment page (docs/merchant.md): name and e-mail always; phone and birthday
+    when asked for; a consent text the customer must tick when given. Design, not rules: a
+    change updates the published version."""
+
+    model_config = _STRICT
+
+    ask_phone: bool = Field(default=False, strict=True)
+    ask_birthday: bool = Field(default=False, strict=True)
+    consent: Localized | None = None
+
+    @field_validator("consent")
+    @classmethod
+    def _consent_length(cls, v: Localized | None) -> Localized | None:
+        texts = [] if v is None else [v] if isinstance(v, str) else list(v.values())
+        if any(not 1 <= len(t) <= 1000 for t in texts):
+            raise ValueError("consent text must be 1 to 1000 characters")
+        return v
+
+
 # -- the template -------------------------------------------------------------------------------
 
 
@@ -520,6 +549,7 @@ class CardTemplate(_TemplatePart):
     limits: Limits = Limits()
     website: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2000)
     links: tuple[Link, ...] = ()
+    enrolment: Enrolment = Enrolment()
 
     @model_validator(mode="after")
     def _check_rules(self, info: ValidationInfo) -> CardTemplate:

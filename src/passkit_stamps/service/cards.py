@@ -35,6 +35,7 @@ from ..errors import (
 )
 from ..model import Card, CardTemplate, Holder
 from ..store import cards as store_cards
+from ..store import email as store_email
 from ..store import idempotency as store_idempotency
 from ..store import journal as store_journal
 from ..store import outbox as store_outbox
@@ -224,18 +225,28 @@ class CardOperations(ServiceCore):
         serial: str,
         text: str,
         *,
+        email: bool = False,
         idempotency_key: str | None = None,
         actor: str | None = None,
     ) -> Change:
         """Put a personal message on the card (back of the pass) and notify the holder in every
-        wallet, budget allowing. Journal: ``message_sent``."""
+        wallet, budget allowing. Journal: ``message_sent``. ``email``: also e-mail it to the
+        holder (queued in the same transaction; see :mod:`.email`), when they have an address."""
+
+        def queue_email(conn: Connection, change: Change, now: datetime) -> None:
+            sent = [e for e in change.events if e.type is EventType.MESSAGE_SENT]
+            if email and sent and change.card.holder.email is not None:
+                reason = f"message_sent:{sent[0].id}"
+                store_email.queue_email(conn, change.card.serial, reason, change.change_tag, now)
+
         return await self._operate(
             "send_message",
             serial,
-            {"text": text},
+            {"text": text, **({"email": True} if email else {})},
             lambda t, c, now: engine.send_message(t, c, text, now=now),
             idempotency_key=idempotency_key,
             actor=actor,
+            after=queue_email,
         )
 
     async def update_holder(
@@ -281,6 +292,7 @@ class CardOperations(ServiceCore):
         idempotency_key: str | None,
         actor: str | None,
         delete: bool = False,
+        after: Callable[[Connection, Change, datetime], None] | None = None,
     ) -> Change:
         check_serial(serial)
         key = check_key(idempotency_key)
@@ -333,6 +345,8 @@ class CardOperations(ServiceCore):
                     now=now,
                     deleted_at=now if delete else None,
                 )
+                if after is not None:  # more of the same transaction (e.g. an e-mail)
+                    after(conn, change, now)
                 if key is not None:
                     self._save_key(conn, key, operation, serial, digest, change, now)
                 return change
@@ -374,7 +388,9 @@ class CardOperations(ServiceCore):
                 notified = True
         if card.holder != stored.card.holder:
             store_cards.update_holder(conn, stored.holder_id, card.holder)
-        tag = store_journal.next_change_tag(conn)  # last lock taken: see next_change_tag
+        # No lock (PostgreSQL: this transaction's id; SQLite: the single writer's counter) and
+        # a Last-Modified after the previous version's: store/changes.py.
+        tag = store_journal.next_change_tag(conn)
         store_cards.update_card(
             conn,
             stored.card,
@@ -382,6 +398,7 @@ class CardOperations(ServiceCore):
             stored.holder_id,
             change_tag=tag,
             now=now,
+            previous=stored.updated_at,
             deleted_at=deleted_at,
         )
         store_outbox.insert_outbox(

@@ -10,6 +10,8 @@ its own module; state is shared through :class:`.core.ServiceCore`:
 * :mod:`.wallets`    where a card is saved, Google Wallet objects, the outbox for the pusher
 * :mod:`.delivery`   the dispatcher's operations: claim, acknowledge, retry or park, pruning
 * :mod:`.apikeys`    the till API's keys; cards by scanned barcode, vouchers by scanned code
+* :mod:`.enrolment`  enrolment (page and staff): a card and its link by e-mail, one per address
+* :mod:`.email`      e-mails in the outbox: pending, rendered in the holder's language, sent
 
 None of them holds SQL: that is :mod:`passkit_stamps.store`'s, the one way into the database.
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 from .apikeys import ApiKeyOperations
 from .apple import AppleOperations
 from .cards import CardOperations
+from .email import EmailOperations
+from .enrolment import EnrolmentOperations
 from .delivery import DeliveryOperations
 from .export import ExportOperations
 from .templates import TemplateOperations
@@ -33,6 +37,8 @@ class StampService(
     AppleOperations,
     WalletOperations,
     DeliveryOperations,
+    EnrolmentOperations,
+    EmailOperations,
 ):
     """The merchant's and the web app's operations on one :class:`~passkit_stamps.store.Store`.
 

@@ -1,0 +1,1 @@
+"""Delivery of what the outbox holds (pass updates, e-mails)."""
