@@ -128,11 +128,14 @@ class AppleOperations(ServiceCore):
         One indexed primary-key lookup of two columns without a transaction: no card, voucher
         or template is loaded, so a device asking "has my pass changed?" costs no signing and
         no template decoding."""
-        found = await self.hot_reads.pass_state(serial)
+        # A known and an unknown serial cost the same: one statement reading one card (another
+        # card's as a stand-in) and the same result built; only then is the stand-in dropped.
+        found = await self.hot_reads.pass_state_or_stand_in(serial)
         if found is None:
             return None
-        token, last_modified = found
-        return PassState(authentication_token=token, last_modified=last_modified)
+        known, token, last_modified = found
+        state = PassState(authentication_token=token, last_modified=last_modified)
+        return state if known else None
 
 
 def parse_update_tag(tag: str | None) -> int | None:

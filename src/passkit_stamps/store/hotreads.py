@@ -45,9 +45,26 @@ SQLITE_READ_TIMEOUT_S = 0.05
 
 # Deleted cards are included: their pass is still served (voided) so devices learn of it, as
 # StampService.card_for_pass does; ``updated_at`` is its Last-Modified too.
-_PASS_STATE = sa.select(cards.c.authentication_token, cards.c.updated_at).where(
-    cards.c.serial == sa.bindparam("serial")
+#
+# No existence oracle: the card at or after the serial in key order, and the first card (for a
+# serial sorting after every card), in one statement; a known and an unknown serial cost the same
+# (two index seeks, two rows read and converted) and the caller tells them apart by the serial it
+# gets back, after comparing the token. ``pick`` orders the two (0: at or after the serial).
+_STATE_COLUMNS = (cards.c.serial, cards.c.authentication_token, cards.c.updated_at)
+_AT_OR_AFTER = (
+    sa.select(*_STATE_COLUMNS, sa.literal_column("0").label("pick"))
+    .where(cards.c.serial >= sa.bindparam("serial"))
+    .order_by(cards.c.serial)
+    .limit(1)
+    .subquery()
 )
+_FIRST = (
+    sa.select(*_STATE_COLUMNS, sa.literal_column("1").label("pick"))
+    .order_by(cards.c.serial)
+    .limit(1)
+    .subquery()
+)
+_PASS_STATE = sa.union_all(sa.select(_AT_OR_AFTER), sa.select(_FIRST))
 
 Row = Sequence[Any]
 
@@ -60,13 +77,15 @@ class _Compiled:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+        # Parameters the statement binds itself (e.g. SQLite's LIMIT/OFFSET values).
+        self.defaults: dict[str, Any] = dict(compiled.params)
         converters: list[Callable[[Any], Any] | None] = []
         for column in statement.selected_columns:
             converters.append(column.type.dialect_impl(dialect).result_processor(dialect, None))
         self.converters = converters
 
     def args(self, params: dict[str, Any]) -> list[Any]:
-        return [params[name] for name in self.names]
+        return [params[name] if name in params else self.defaults[name] for name in self.names]
 
     def convert(self, row: Row) -> tuple[Any, ...]:
         return tuple(
@@ -95,13 +114,22 @@ class HotReads:
 
     async def pass_state(self, serial: str) -> tuple[str, datetime] | None:
         """(authentication token, last change) of a card's pass; None when there is no card."""
-        rows = await self._fetch(self._pass_state, {"serial": serial})
-        if not rows:
+        found = await self.pass_state_or_stand_in(serial)
+        if found is None or not found[0]:
             return None
-        token, updated_at = rows[0]
+        return found[1], found[2]
+
+    async def pass_state_or_stand_in(self, serial: str) -> tuple[bool, str, datetime] | None:
+        """(known, token, last change): the card's pass state, or (False, ...) with another
+        card's as a stand-in read at the same cost (see ``_PASS_STATE``), so a caller can do the
+        same work for an unknown serial. None only when the store has no cards."""
+        rows = await self._fetch(self._pass_state, {"serial": serial})
+        if not rows:  # no cards at all
+            return None
+        found, token, updated_at, _ = min(rows, key=lambda row: int(row[3]))
         last_modified = utc(updated_at)
         assert last_modified is not None  # the column is NOT NULL
-        return token, last_modified
+        return found == serial, token, last_modified
 
     async def registered_serials(
         self, device: str, pass_type: str, since: int | None
