@@ -24,6 +24,7 @@ from .asgiguard import RequestGuard
 from .config import GoogleWebConfig, WebConfig
 from .context import WebContext
 from .devicelog import DeviceLog
+from .enrol import EnrolmentPages
 from .imageroutes import ImageRoutes
 from .pages import CardPages
 
@@ -74,6 +75,7 @@ def create_app(
     routes += AppleWebService(ctx).routes()
     routes += ImageRoutes(ctx).routes()
     routes += CardPages(ctx).routes()
+    routes += EnrolmentPages(ctx).routes()  # /enrol/<template id> (web/enrol.py)
     if config.google is not None:
         from .google import GoogleRuntime
 
