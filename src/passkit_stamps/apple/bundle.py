@@ -251,7 +251,7 @@ class PassBuilder:
 
     # -- the unsigned content ----------------------------------------------------------------
 
-    def _unsigned(self, template: CardTemplate, card: Card) -> _Unsigned:
+    def _unsigned(self, template: CardTemplate, card: Card, notify: bool) -> _Unsigned:
         content = compose_pass(
             template,
             card,
@@ -259,6 +259,7 @@ class PassBuilder:
             team_identifier=self.team_identifier,
             web_service_url=self.web_service_url,
             allow_http=self.allow_http,
+            notify=notify,
         )
         stamps = progress(template, card).stamps
         entries = [
@@ -273,16 +274,18 @@ class PassBuilder:
         manifest = _dumps({e.name: e.sha1 for e in entries})
         return _Unsigned(tuple(entries), manifest, hashlib.sha256(manifest).hexdigest())
 
-    def content_digest(self, template: CardTemplate, card: Card) -> str:
-        """SHA-256 (hex) of the unsigned content: changes exactly when the pass would.
+    def content_digest(self, template: CardTemplate, card: Card, *, notify: bool = True) -> str:
+        """SHA-256 (hex) of the unsigned content: changes exactly when the pass would (so the
+        notification decision is part of it: pass.json differs in its changeMessage fields).
 
         The web service uses it as a cache key and ETag.
         """
-        return self._unsigned(template, card).digest
+        return self._unsigned(template, card, notify).digest
 
-    def build(self, template: CardTemplate, card: Card) -> bytes:
-        """The signed ``.pkpass`` of ``card`` (cached by content)."""
-        unsigned = self._unsigned(template, card)
+    def build(self, template: CardTemplate, card: Card, *, notify: bool = True) -> bytes:
+        """The signed ``.pkpass`` of ``card`` (cached by content). ``notify=False``: the change
+        it carries was silent, so no field has a ``changeMessage`` (see :mod:`.passjson`)."""
+        unsigned = self._unsigned(template, card, notify)
         cached = self._signed.get(unsigned.digest)
         if cached is not None:
             return cached

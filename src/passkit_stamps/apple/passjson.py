@@ -17,6 +17,10 @@ backFields          ``message``         the personal message, "" when none; chan
 backFields          ``terms``, ``how_to_earn``, ``link_<n>``, ``website``
 ==================  ==================  =========================================================
 
+``notify=False`` (a change the notification budget or the policy made silent) leaves every
+``changeMessage`` out: Apple alerts the holder when a field with one changes value, whatever the
+push said, so a silent update must not carry them.
+
 The strip image (the stamp grid) sits behind the primary fields, so the pass has none: progress
 is a secondary field, which the Apple Watch (which shows no strip) also displays.
 
@@ -29,7 +33,7 @@ key (``"<field>.<part>"``) instead, so no translation is lost.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -209,8 +213,11 @@ def compose_pass(
     team_identifier: str,
     web_service_url: str | None = None,
     allow_http: bool = False,
+    notify: bool = True,
 ) -> PassContent:
-    """pass.json and pass.strings of ``card``, computed together (they share their keys)."""
+    """pass.json and pass.strings of ``card``, computed together (they share their keys).
+    ``notify``: whether the change this pass carries alerts the holder (else no field has a
+    ``changeMessage``)."""
     if card.template_id != template.id or card.template_version != template.version:
         raise PassBuildError(
             f"card {card.serial} belongs to template {card.template_id}@v{card.template_version}, "
@@ -240,7 +247,12 @@ def compose_pass(
     body = rendered  # terms, how_to_earn: required texts per language, rendered alike
 
     p = progress(template, card)
-    change_progress = label("progress_change_message", "progress.changeMessage")
+
+    def change(make: Callable[[], str]) -> str | None:
+        # Not even registered in pass.strings when silent: the pass has no such text.
+        return make() if notify else None
+
+    change_progress = change(lambda: label("progress_change_message", "progress.changeMessage"))
     secondary = [
         _field(
             "progress",
@@ -260,9 +272,11 @@ def compose_pass(
     auxiliary = []
     if card.holder.name:
         auxiliary.append(_field("holder", label("holder_label", "holder.label"), card.holder.name))
-    vouchers_change = strings.key(
-        {lang: f"{template.label('vouchers_label', lang)}: %@" for lang in languages},
-        "vouchers_ready.changeMessage",
+    vouchers_change = change(
+        lambda: strings.key(
+            {lang: f"{template.label('vouchers_label', lang)}: %@" for lang in languages},
+            "vouchers_ready.changeMessage",
+        )
     )
     ready = card.vouchers_ready
     auxiliary.append(
@@ -286,7 +300,12 @@ def compose_pass(
     # Always present, so that the first message changes a value (and notifies) rather than adding
     # a field; Apple requires a value, and an empty string is a valid one.
     back.append(
-        _field("message", label("message_label", "message.label"), card.message or "", "%@")
+        _field(
+            "message",
+            label("message_label", "message.label"),
+            card.message or "",
+            "%@" if notify else None,
+        )
     )
     back.append(
         _field(
@@ -354,6 +373,7 @@ def build_pass_json(
     team_identifier: str,
     web_service_url: str | None = None,
     allow_http: bool = False,
+    notify: bool = True,
 ) -> dict[str, Any]:
     """The ``pass.json`` of ``card`` as a dict (a ``storeCard``). See the module docstring."""
     return compose_pass(
@@ -363,6 +383,7 @@ def build_pass_json(
         team_identifier=team_identifier,
         web_service_url=web_service_url,
         allow_http=allow_http,
+        notify=notify,
     ).pass_json
 
 

@@ -41,7 +41,7 @@ class AppleOperations(ServiceCore):
             template = self._template(
                 conn, card.template_id, card.template_version, stored.template_digest
             )
-            return PassContent(card, template, stored.updated_at)
+            return PassContent(card, template, stored.updated_at, notified=stored.notified)
 
         return await self.store.run_read(body)
 

@@ -33,7 +33,7 @@ from ..errors import (
     StoreError,
     TemplateNotFoundError,
 )
-from ..model import Card, CardTemplate, Holder
+from ..model import Card, CardState, CardTemplate, Holder
 from ..store import cards as store_cards
 from ..store import email as store_email
 from ..store import idempotency as store_idempotency
@@ -380,6 +380,10 @@ class CardOperations(ServiceCore):
         else:
             saved = (store_cards.platforms(conn, [card.serial])).get(card.serial, set())
         wallets = sorted(saved & set(WALLETS))
+        if stored.card.state is CardState.VOIDED and deleted_at is None:
+            # A voided card's final update went out with its void: nothing more is ever sent
+            # to its devices (deleting it sends the anonymous pass, the last one).
+            wallets = []
         notified = False
         if notify and wallets and self.notification_budget > 0:
             spent = store_outbox.notifications_since(conn, card.serial, now - BUDGET_WINDOW)
@@ -400,6 +404,7 @@ class CardOperations(ServiceCore):
             now=now,
             previous=stored.updated_at,
             deleted_at=deleted_at,
+            notified=notified,
         )
         store_outbox.insert_outbox(
             conn,

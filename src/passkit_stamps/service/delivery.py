@@ -102,6 +102,11 @@ class CardState:
     card: Card
     template: CardTemplate
     deleted: bool
+    #: Whether the card's last change was notified (the budget's decision; Google:
+    #: notifyPreference / TEXT_AND_NOTIFY only then), and the id of the card's current message
+    #: (Google's addMessage id, so a retried delivery does not add it twice).
+    notified: bool = False
+    message_id: str | None = None
 
 
 def _delivery(row: Any) -> Delivery:
@@ -218,7 +223,13 @@ class DeliveryOperations(ServiceCore):
             for stored in store_cards.load_cards(conn, list(serials)):
                 card = stored.card
                 template = self._template(conn, card.template_id, card.template_version)
-                found[card.serial] = CardState(card, template, stored.deleted_at is not None)
+                found[card.serial] = CardState(
+                    card,
+                    template,
+                    stored.deleted_at is not None,
+                    notified=stored.notified,
+                    message_id=stored.message_id,
+                )
             return found
 
         return await self.store.run_read(body)

@@ -126,6 +126,9 @@ class PassContent:
     card: Card
     template: CardTemplate
     last_modified: datetime
+    #: Whether the card's last change was notified: build the pass with ``notify=notified``
+    #: (a silent change's pass carries no changeMessage).
+    notified: bool = True
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,10 @@ class StoredCard:
     #: Where the card is saved and its template's content digest (read by :func:`load_card`).
     platforms: frozenset[str] | None = None
     template_digest: str | None = None
+    #: Whether the card's last change was notified (a silent one's pass has no changeMessage),
+    #: and the id of the message on the card (Google's addMessage).
+    notified: bool = False
+    message_id: str | None = None
 
 
 PLATFORMS = ("web", "apple", "google")
@@ -119,6 +123,8 @@ def _stored(row: Mapping[Any, Any], card_vouchers: tuple[Voucher, ...]) -> Store
         change_tag=row["change_tag"],
         updated_at=updated_at,
         deleted_at=utc(row["deleted_at"]),
+        notified=bool(row["notified"]),
+        message_id=row["message_id"],
     )
 
 
@@ -183,6 +189,7 @@ def update_card(
     change_tag: int,
     now: datetime,
     deleted_at: datetime | None = None,
+    notified: bool = False,
 ) -> None:
     values = codec.card_row(new, holder_id)
     values["b_serial"] = values.pop("serial")
@@ -190,7 +197,7 @@ def update_card(
     if new.holder == old.holder:
         # Unchanged: leaving it out of SET spares its index entries and the search trigger.
         del values["search_text"]
-    values.update(change_tag=change_tag, updated_at=now)
+    values.update(change_tag=change_tag, updated_at=now, notified=notified)
     if deleted_at is not None:
         values["deleted_at"] = deleted_at
     # The SET clause comes from the parameter names; SQLAlchemy caches the compiled form per

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from ..errors import StoreError
 
 #: The schema version this library writes. Raise it together with a new step in UPGRADES.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: SQLite's search index (step 2): an FTS5 table with the trigram tokenizer over
 #: ``cards.search_text``, keyed by the card's ``holder_id`` (every card has a holder row of its
@@ -112,6 +112,11 @@ cards = sa.Table(
     sa.Column("change_tag", sa.BigInteger, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
     sa.Column("deleted_at", Time),
+    # Notifications step: whether the card's last change was notified (the budget's decision;
+    # a pass built for a silent change carries no changeMessage), and the id of the message on
+    # the card (Google's addMessage: the same message is never added twice).
+    sa.Column("notified", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("message_id", sa.String(64)),
     sa.ForeignKeyConstraint(
         ["template_id", "template_version"], ["templates.id", "templates.version"]
     ),
@@ -226,7 +231,10 @@ outbox = sa.Table(
     sa.Column("lease_owner", sa.String(64)),
     sa.Column("lease_until", Time),
     sa.Column("dead_at", Time),
+    # Notifications step: the broadcast the row belongs to (its report counts the deliveries).
+    sa.Column("campaign_id", sa.BigInteger),
     sa.Index("ix_outbox_serial", "serial", "platform"),
+    sa.Index("ix_outbox_campaign", "campaign_id"),
 )
 
 #: Notifications spent per card (the budget: default 3 per card per 24 h).
@@ -238,6 +246,38 @@ notifications = sa.Table(
     sa.Column("at", Time, nullable=False),
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Index("ix_notifications_serial_at", "serial", "at"),
+)
+
+#: Broadcasts (notifications step): the message, the cards' filter (JSON, as ``cards`` takes
+#: it), and the progress of the enqueue: ``cursor`` is the last serial enqueued (keyset order),
+#: so a crashed broadcast resumes after it and never enqueues a card twice.
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("message", sa.String(1000), nullable=False),
+    sa.Column("filters", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("cursor", sa.String(64)),
+    sa.Column("cards", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("notified", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("silent", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("actor", sa.String(200)),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("finished_at", Time),
+)
+
+#: A broadcast's figures per platform: outbox rows enqueued (targeted), of which notified and
+#: silent, and delivered (counted when the dispatcher acknowledges its rows).
+campaign_stats = sa.Table(
+    "campaign_stats",
+    metadata,
+    sa.Column("campaign_id", BigId, sa.ForeignKey("campaigns.id"), primary_key=True),
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("targeted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("notified", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("silent", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("delivered", sa.Integer, nullable=False, server_default="0"),
 )
 
 #: Results of operations by idempotency key: a replay returns the stored result.
@@ -575,6 +615,43 @@ def _step_4(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE outbox ADD COLUMN {column}")
 
 
+def _step_notifications(conn: Connection) -> None:
+    """Notifications (issue 10): the budget's decision and the message id on each card, the
+    campaign of an outbox row, and the broadcasts with their figures per platform."""
+    types = _STEP_1_TYPES[conn.dialect.name]
+    false = "0" if conn.dialect.name == "sqlite" else "false"
+    conn.exec_driver_sql(f"ALTER TABLE cards ADD COLUMN notified BOOLEAN DEFAULT {false} NOT NULL")
+    conn.exec_driver_sql("ALTER TABLE cards ADD COLUMN message_id VARCHAR(64)")
+    conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN campaign_id BIGINT")
+    conn.exec_driver_sql("CREATE INDEX ix_outbox_campaign ON outbox (campaign_id)")
+    conn.exec_driver_sql(
+        """CREATE TABLE campaigns (
+        id {id} NOT NULL,
+        message VARCHAR(1000) NOT NULL,
+        filters TEXT NOT NULL,
+        state VARCHAR(16) NOT NULL,
+        cursor VARCHAR(64),
+        cards INTEGER DEFAULT '0' NOT NULL,
+        notified INTEGER DEFAULT '0' NOT NULL,
+        silent INTEGER DEFAULT '0' NOT NULL,
+        actor VARCHAR(200),
+        created_at {time} NOT NULL,
+        finished_at {time},
+        PRIMARY KEY (id))""".format(**types)
+    )
+    conn.exec_driver_sql(
+        """CREATE TABLE campaign_stats (
+        campaign_id {id_ref} NOT NULL,
+        platform VARCHAR(16) NOT NULL,
+        targeted INTEGER DEFAULT '0' NOT NULL,
+        notified INTEGER DEFAULT '0' NOT NULL,
+        silent INTEGER DEFAULT '0' NOT NULL,
+        delivered INTEGER DEFAULT '0' NOT NULL,
+        PRIMARY KEY (campaign_id, platform),
+        FOREIGN KEY (campaign_id) REFERENCES campaigns (id))""".format(**types)
+    )
+
+
 #: Ordered upgrade steps: (version reached, step). Append only; never edit a released step (nor
 #: the helpers it calls: _sqlite_search_index, _postgres_trigram_index): old databases were
 #: made by them as they are.
@@ -583,6 +660,7 @@ UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (2, _step_2),
     (3, _step_3),
     (4, _step_4),
+    (5, _step_notifications),
 )
 
 

@@ -154,7 +154,9 @@ class AppleWebService:
         if found is None:  # deleted between the two reads
             return _empty(_UNAUTHORIZED)
         headers["Last-Modified"] = rq.last_modified(found.last_modified, now)
-        data = await run_in_threadpool(self.ctx.builder.build, found.template, found.card)
+        data = await run_in_threadpool(
+            self.ctx.builder.build, found.template, found.card, notify=found.notified
+        )
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(data))
             return Response(b"", headers=headers, media_type=PKPASS_MIME_TYPE)
