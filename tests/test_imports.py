@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("sqlalchemy", "starlette", "PIL", "uvicorn", "aiosqlite", "asyncpg", "httpx")
+HEAVY = ("sqlalchemy", "starlette", "PIL", "uvicorn", "aiosqlite", "asyncpg", "httpx", "h2", "jwt")
 
 
 def cli(*args: str) -> str:

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..apple.apns import DEFAULT_HOST, DEFAULT_PORT, APNsClient, TokenAuth, check_token
-from ..errors import APNsInputError
 from ._signing import load_signing_credentials, signing_options
+
+if TYPE_CHECKING:
+    from ..apple.apns import APNsClient
+
+# Apple's production endpoint (as apple.apns.DEFAULT_HOST/PORT; the client package loads
+# cryptography and h2, which --help should not pay for: tests/test_imports.py).
+DEFAULT_HOST = "api.push.apple.com"
+DEFAULT_PORT = 443
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -63,6 +70,9 @@ def push_command(
 ) -> None:
     """Send one pass update push to each device push TOKEN and print each result on one line:
     TOKEN delivered|dead-token|retry-later|failed ... Exits 1 unless every push was delivered."""
+    from ..apple.apns import APNsClient, TokenAuth, check_token
+    from ..errors import APNsInputError
+
     host, port = _host_port(apns_host)
     signing = any(v is not None for v in (p12, cert, key, wwdr))
     token_given = any(v is not None for v in (apns_key, apns_key_id, team_id))
