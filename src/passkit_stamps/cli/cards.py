@@ -20,6 +20,7 @@ import click
 
 from ._options import LazyChoice, card_states, event_types
 from ._preview import MAX_EMAIL, MAX_NAME, MAX_PHONE
+from ._web import web_config, web_options
 
 if TYPE_CHECKING:  # imported inside the commands: the store and service are large imports
     from ..model import Card
@@ -154,12 +155,13 @@ def _echo_entries(entries: Sequence[JournalEntry], as_json: bool, total: int | N
         click.echo(f"{len(entries)} of {total} event(s)")
 
 
-def _echo_details(details: CardDetails, as_json: bool) -> None:
+def _echo_details(details: CardDetails, as_json: bool, page_url: str | None = None) -> None:
     card = details.card
     if as_json:
         _echo_json(
             {
                 "card": _card_json(card),
+                **({"page_url": page_url} if page_url else {}),
                 "template": details.template_key,
                 "platforms": sorted(p.value for p in details.platforms),
                 "progress": f"{details.progress.stamps}/{details.progress.required}",
@@ -186,6 +188,8 @@ def _echo_details(details: CardDetails, as_json: bool) -> None:
     for v in card.vouchers:
         status = f"redeemed {_when(v.redeemed_at)}" if v.redeemed_at else "ready"
         rows.append(("Voucher", f"{v.code}  {v.title}  ({status})"))
+    if page_url:
+        rows.append(("Page", page_url))
     click.echo(_table(("FIELD", "VALUE"), rows))
 
 
@@ -300,9 +304,13 @@ def delete(serial: str, db: str, as_json: bool) -> None:
 @click.command("card")
 @click.argument("serial")
 @_db_option
-def card(serial: str, db: str, as_json: bool) -> None:
-    """Show a card's details."""
-    _echo_details(_run(db, lambda s: s.get_card(serial), create=False), as_json)
+@web_options
+def card(serial: str, db: str, as_json: bool, **web: Any) -> None:
+    """Show a card's details, and its page URL (the link for the customer) when the public URL
+    and the secret key are given as for `serve`."""
+    config = web_config(**web)
+    details = _run(db, lambda s: s.get_card(serial), create=False)
+    _echo_details(details, as_json, page_url=config.card_page_url(serial) if config else None)
 
 
 @click.command("cards")

@@ -12,6 +12,7 @@ its own module; state is shared through :class:`.core.ServiceCore`:
 * :mod:`.apikeys`    the till API's keys; cards by scanned barcode, vouchers by scanned code
 * :mod:`.enrolment`  enrolment (page and staff): a card and its link by e-mail, one per address
 * :mod:`.email`      e-mails in the outbox: pending, rendered in the holder's language, sent
+* :mod:`.imports`    customers from another platform: CSV rows checked, batches, idempotent
 
 None of them holds SQL: that is :mod:`passkit_stamps.store`'s, the one way into the database.
 """
@@ -25,6 +26,7 @@ from .email import EmailOperations
 from .enrolment import EnrolmentOperations
 from .delivery import DeliveryOperations
 from .export import ExportOperations
+from .imports import ImportOperations
 from .templates import TemplateOperations
 from .wallets import WalletOperations
 
@@ -39,6 +41,7 @@ class StampService(
     DeliveryOperations,
     EnrolmentOperations,
     EmailOperations,
+    ImportOperations,
 ):
     """The merchant's and the web app's operations on one :class:`~passkit_stamps.store.Store`.
 
