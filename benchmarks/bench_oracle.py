@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _imports() -> dict[str, Any]:
     import passkit_stamps
+    from passkit_stamps.engine import CODE_ALPHABET
     from passkit_stamps.model import CardTemplate, Holder
     from passkit_stamps.service import StampService
     from passkit_stamps.store.store import Store
@@ -49,6 +50,7 @@ def _imports() -> dict[str, Any]:
     except ImportError:  # before the runtime/ package
         from passkit_stamps.devpki import make_dev_pki  # type: ignore[no-redef,import-not-found]
     return {
+        "CODE_ALPHABET": CODE_ALPHABET,
         "CardTemplate": CardTemplate,
         "Holder": Holder,
         "StampService": StampService,
@@ -131,7 +133,7 @@ async def main() -> None:
             change = await service.issue_card("coffee", m["Holder"](name=f"Holder {i}"))
             known.append(change.card.serial)
         # Unknown serials of the same length and alphabet as the issued ones.
-        alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+        alphabet = m["CODE_ALPHABET"]
         unknown = ["".join(rng.choice(alphabet) for _ in s) for s in known]
         config = m["WebConfig"](
             public_url="https://stamps.example.com", secret_key=secrets.token_bytes(32)
