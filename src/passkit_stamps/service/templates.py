@@ -85,7 +85,7 @@ class TemplateOperations(ServiceCore):
         serials = store_cards.lock_template_cards(conn, template.id, template.version)
         if not serials:
             return 0
-        tag = store_journal.next_change_tag(conn)  # last lock taken: see next_change_tag
+        tag = store_journal.next_change_tag(conn)
         store_cards.touch_template_cards(
             conn, template.id, template.version, change_tag=tag, now=now
         )
@@ -160,7 +160,13 @@ class TemplateOperations(ServiceCore):
             tag = store_journal.next_change_tag(conn)
             for stored, card, _, _ in pending:
                 store_cards.update_card(
-                    conn, stored.card, card, stored.holder_id, change_tag=tag, now=now
+                    conn,
+                    stored.card,
+                    card,
+                    stored.holder_id,
+                    change_tag=tag,
+                    now=now,
+                    previous=stored.updated_at,
                 )
             store_outbox.insert_outbox(
                 conn,

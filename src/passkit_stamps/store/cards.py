@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..model import Card, CardState, Holder, Voucher
-from . import codec
+from . import changes, codec
 from .schema import card_platforms, cards, holders, templates, utc, vouchers
 
 # -- cards ----------------------------------------------------------------------------------------
@@ -188,22 +188,28 @@ def update_card(
     *,
     change_tag: int,
     now: datetime,
+    previous: datetime,
     deleted_at: datetime | None = None,
     notified: bool = False,
-) -> None:
+) -> datetime:
+    """Write the card's new version; its ``updated_at`` (Last-Modified), which is ``now`` or,
+    when the clock has not moved past ``previous`` (the stored ``updated_at``, read under the
+    card's lock) by a step, one step after it (:func:`.changes.next_change_time`)."""
     values = codec.card_row(new, holder_id)
     values["b_serial"] = values.pop("serial")
     del values["holder_id"]  # never changes
     if new.holder == old.holder:
         # Unchanged: leaving it out of SET spares its index entries and the search trigger.
         del values["search_text"]
-    values.update(change_tag=change_tag, updated_at=now, notified=notified)
+    changed_at = changes.next_change_time(previous, now)
+    values.update(change_tag=change_tag, updated_at=changed_at, notified=notified)
     if deleted_at is not None:
         values["deleted_at"] = deleted_at
     # The SET clause comes from the parameter names; SQLAlchemy caches the compiled form per
     # name set, so no statement is built per call.
     conn.execute(_UPDATE_CARD, values)
     write_vouchers(conn, new.serial, old.vouchers, new.vouchers)
+    return changed_at
 
 
 _UPDATE_CARD = cards.update().where(cards.c.serial == sa.bindparam("b_serial"))
@@ -237,13 +243,6 @@ def write_vouchers(
 
 def delete_vouchers(conn: Connection, serial: str) -> None:
     conn.execute(vouchers.delete().where(vouchers.c.serial == serial))
-
-
-def touch_card(conn: Connection, serial: str, *, change_tag: int, now: datetime) -> None:
-    """Move a card's change tag without changing its data (the pass content changed)."""
-    conn.execute(
-        cards.update().where(cards.c.serial == serial).values(change_tag=change_tag, updated_at=now)
-    )
 
 
 # -- platforms ------------------------------------------------------------------------------------
@@ -305,12 +304,11 @@ def lock_template_cards(conn: Connection, template_id: str, version: int) -> lis
 def touch_template_cards(
     conn: Connection, template_id: str, version: int, *, change_tag: int, now: datetime
 ) -> None:
-    """Move the change tag of every live card of one template version."""
-    conn.execute(
-        cards.update()
-        .where(*template_cards_where(template_id, version))
-        .values(change_tag=change_tag, updated_at=now)
-    )
+    """Move the change tag of every live card of one template version; their one new
+    ``updated_at`` is after every one of theirs (the cards are locked by the caller)."""
+    where = template_cards_where(template_id, version)
+    changed_at = changes.next_template_change_time(conn, where, now)
+    conn.execute(cards.update().where(*where).values(change_tag=change_tag, updated_at=changed_at))
 
 
 def lock_cards_to_migrate(

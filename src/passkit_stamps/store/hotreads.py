@@ -24,6 +24,7 @@ The statements are SQLAlchemy Core, compiled once for the store's dialect, so th
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import weakref
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.util import greenlet_spawn
 
+from . import changes
 from .devices import REGISTERED_SERIALS, REGISTERED_SERIALS_SINCE
 from .schema import cards, utc
 
@@ -42,6 +44,9 @@ if TYPE_CHECKING:
 #: How long a SQLite read may wait for a lock before it goes through the store instead (it runs
 #: on the event loop, so it must not wait long; in WAL mode it practically never waits).
 SQLITE_READ_TIMEOUT_S = 0.05
+#: PostgreSQL: how long the serials read waits for a committed change to fall below the visible
+#: horizon (see :meth:`HotReads.registered_serials`); longer-running transactions delay it more.
+SERIALS_SETTLE_WAIT_S = 2.0
 
 # Deleted cards are included: their pass is still served (voided) so devices learn of it, as
 # StampService.card_for_pass does; ``updated_at`` is its Last-Modified too.
@@ -109,8 +114,16 @@ class HotReads:
         self._sqlite_path = store.engine.url.database
         self._sqlite: sqlite3.Connection | None = None
         self._pass_state = _Compiled(_PASS_STATE, dialect)
-        self._serials = _Compiled(REGISTERED_SERIALS, dialect)
-        self._serials_since = _Compiled(REGISTERED_SERIALS_SINCE, dialect)
+        # Whether each tag is below the visible horizon, read in the same statement (one
+        # snapshot): only those are listed, so a change not yet visible has a tag above every
+        # listed one (store/changes.py).
+        final = changes.visible_below(cards.c.change_tag, dialect.name)
+        serials, since = REGISTERED_SERIALS, REGISTERED_SERIALS_SINCE
+        if final is not None:
+            serials = serials.add_columns(final.label("final"))
+            since = since.add_columns(final.label("final"))
+        self._serials = _Compiled(serials, dialect)
+        self._serials_since = _Compiled(since, dialect)
 
     async def pass_state(self, serial: str) -> tuple[str, datetime] | None:
         """(authentication token, last change) of a card's pass; None when there is no card."""
@@ -135,11 +148,29 @@ class HotReads:
         self, device: str, pass_type: str, since: int | None
     ) -> list[tuple[str, int]]:
         """(serial, change tag) of the device's registered passes of ``pass_type``, by serial;
-        only those changed after ``since`` when given."""
+        only those changed after ``since`` when given.
+
+        On PostgreSQL only tags below the visible horizon are listed (so the largest listed
+        tag is a safe ``lastUpdated``). A change that is committed but not yet below it (an
+        older transaction anywhere on the server is still running) is waited for, up to
+        :data:`SERIALS_SETTLE_WAIT_S`, so a device asking right after a change finds it; past
+        that it is left for the device's next request (its tag is above the ``lastUpdated``
+        handed out, so it is never lost)."""
+        params: dict[str, Any] = {"device": device, "pass_type": pass_type}
         if since is None:
-            return await self._fetch(self._serials, {"device": device, "pass_type": pass_type})
-        params = {"device": device, "pass_type": pass_type, "since": since}
-        return await self._fetch(self._serials_since, params)
+            query = self._serials
+        else:
+            query, params["since"] = self._serials_since, since
+        if self.store.engine.dialect.name != "postgresql":
+            return await self._fetch(query, params)
+        waited, pause = 0.0, 0.005
+        while True:
+            rows = await self._fetch(query, params)
+            if all(final for _, _, final in rows) or waited >= SERIALS_SETTLE_WAIT_S:
+                return [(serial, tag) for serial, tag, final in rows if final]
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.1)
 
     @property
     def path(self) -> str:

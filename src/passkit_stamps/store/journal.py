@@ -1,4 +1,4 @@
-"""The journal ("Card Events") and the pass change tag counter."""
+"""The journal ("Card Events"), its pages, and the pass change tag (see :mod:`.changes`)."""
 
 from __future__ import annotations
 
@@ -10,26 +10,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..engine import Event
-from .schema import cards, counters, events, holders, templates
+from . import changes
+from .schema import cards, events, holders, templates
 
 
 def next_change_tag(conn: Connection) -> int:
-    """The next pass change tag. Take it LAST in a transaction: on PostgreSQL the counter row
-    stays locked until commit, which orders commits by tag (and a late lock holds it briefly)."""
-    return int(conn.execute(_NEXT_CHANGE_TAG).scalar_one())
-
-
-_NEXT_CHANGE_TAG = (
-    counters.update()
-    .where(counters.c.name == "change_tag")
-    .values(value=counters.c.value + 1)
-    .returning(counters.c.value)
-)
-
-
-def current_change_tag(conn: Connection) -> int:
-    value = conn.scalar(sa.select(counters.c.value).where(counters.c.name == "change_tag"))
-    return int(value or 0)
+    """This transaction's pass change tag: see :mod:`.changes` (no lock on PostgreSQL)."""
+    return changes.next_change_tag(conn)
 
 
 def event_row(e: Event, actor: str | None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from ..errors import StoreError
 
 #: The schema version this library writes. Raise it together with a new step in UPGRADES.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: SQLite's search index (step 2): an FTS5 table with the trigram tokenizer over
 #: ``cards.search_text``, keyed by the card's ``holder_id`` (every card has a holder row of its
@@ -44,9 +44,9 @@ schema_version = sa.Table(
     sa.Column("applied_at", Time, nullable=False),
 )
 
-#: Named counters. ``change_tag`` is the pass change tag: bumped (row-locked) in every transaction
-#: that changes a pass, so tags commit in increasing order and a device never misses an update
-#: (a sequence would hand out numbers that commit out of order).
+#: Named counters. ``change_tag``: SQLite's pass change tag, bumped inside every write transaction
+#: (one writer at a time, so tags commit in order). ``change_tag_offset`` (step 6): added to the
+#: transaction id that is PostgreSQL's tag (no lock: see store/changes.py).
 counters = sa.Table(
     "counters",
     metadata,
@@ -88,6 +88,8 @@ holders = sa.Table(
     sa.Column("phone", sa.String(40)),
     sa.Column("birthday", sa.Date),
     sa.Column("created_at", Time, nullable=False),
+    # Step 6: keyset pages sorted by name.
+    sa.Index("ix_holders_name", "name", "id"),
 )
 
 cards = sa.Table(
@@ -125,6 +127,9 @@ cards = sa.Table(
     sa.Index("ix_cards_change_tag", "change_tag"),
     sa.Index("ix_cards_holder", "holder_id"),
     sa.Index("ix_cards_state", "state"),
+    # Step 6: keyset pages sorted by last stamp or stamps (the serial breaks ties).
+    sa.Index("ix_cards_last_stamp", "last_stamp_at", "serial"),
+    sa.Index("ix_cards_stamps", "stamps", "serial"),
 )
 
 vouchers = sa.Table(
@@ -615,6 +620,28 @@ def _step_4(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE outbox ADD COLUMN {column}")
 
 
+def _step_change_order(conn: Connection) -> None:
+    """Step 6. Change ordering without a global lock (store/changes.py): on PostgreSQL a tag is
+    the writing transaction's id plus ``change_tag_offset``, chosen here so that every new tag
+    is above every tag the ``change_tag`` counter handed out (devices keep their lastUpdated).
+    SQLite keeps the counter (one writer at a time) and gets the row for uniformity (0).
+    Keyset pages (store/search.py): an index per sort key, ending in the tie-breaker."""
+    for statement in (
+        "CREATE INDEX ix_cards_last_stamp ON cards (last_stamp_at, serial)",
+        "CREATE INDEX ix_cards_stamps ON cards (stamps, serial)",
+        "CREATE INDEX ix_holders_name ON holders (name, id)",
+    ):
+        conn.exec_driver_sql(statement)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "INSERT INTO counters (name, value) SELECT 'change_tag_offset', "
+            "GREATEST(0, COALESCE((SELECT value FROM counters WHERE name = 'change_tag'), 0) "
+            "- pg_current_xact_id()::text::bigint + 1)"
+        )
+    else:
+        conn.exec_driver_sql("INSERT INTO counters (name, value) VALUES ('change_tag_offset', 0)")
+
+
 def _step_notifications(conn: Connection) -> None:
     """Notifications (issue 10): the budget's decision and the message id on each card, the
     campaign of an outbox row, and the broadcasts with their figures per platform."""
@@ -661,6 +688,7 @@ UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (3, _step_3),
     (4, _step_4),
     (5, _step_notifications),
+    (6, _step_change_order),
 )
 
 

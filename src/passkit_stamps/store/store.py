@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..errors import StoreError, StoreNotFoundError
-from . import schema
+from . import changes, schema
 
 T = TypeVar("T")
 
@@ -166,6 +166,7 @@ class Store:
                 if not create and await conn.run_sync(schema.current_version) == 0:
                     raise _not_found(url)
                 await conn.run_sync(schema.upgrade)
+                await conn.run_sync(changes.rebase_offset)  # new tags above every stored one
                 if store.is_sqlite:
                     store.has_search_index = await conn.run_sync(schema.has_search_index)
         except StoreError:

@@ -1,0 +1,114 @@
+"""Pass change ordering: change tags, the visible horizon, and change times.
+
+Devices learn of changes in two ways (docs/storage.md, "Change ordering"):
+
+* the serials endpoint lists the cards whose change tag is above the device's ``lastUpdated``
+  and hands out a new ``lastUpdated``: every change committed later must get a larger tag;
+* the pass endpoint answers ``If-Modified-Since`` from the card's ``updated_at``: every new
+  version of a card must have a later whole second than any Last-Modified a device was told.
+
+**Tags.** SQLite has one writer at a time (``BEGIN IMMEDIATE``), so the ``change_tag`` counter
+incremented inside the write transaction commits in tag order, and costs no contention.
+PostgreSQL has concurrent writers, so the tag is the writing transaction's own id,
+``pg_current_xact_id()`` (64 bits, never wraps), plus the ``change_tag_offset`` counter (stored
+by schema step 6 so new tags are above every tag the old counter handed out, raised again by
+:func:`rebase_offset` if a restore into a new cluster ever restarts the ids). No row is locked.
+
+**Horizon (PostgreSQL).** ``pg_snapshot_xmin(pg_current_snapshot())`` is the oldest transaction
+still running when the statement's snapshot was taken: every lower id has ended, and every
+transaction that has not yet committed, now or later, has an id at or above it. A reader lists
+only tags below the horizon (read in the same statement, so the same snapshot): a change it
+cannot see yet always has a tag above everything it lists, so the largest listed tag is a safe
+``lastUpdated``. On SQLite the horizon is unbounded (a snapshot never misses an earlier tag).
+
+**Change times.** A card's new ``updated_at`` is ``max(now, previous updated_at + 1 s)``,
+computed under the card's row lock: its whole second (rounded up) is always later than the
+previous version's, whatever the clocks and however long the commit waited.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .schema import cards, counters, utc
+
+#: The counters row holding the PostgreSQL tag offset (schema step 6).
+OFFSET_COUNTER = "change_tag_offset"
+
+#: The step between two versions of one card's ``updated_at`` (see :func:`next_change_time`).
+CHANGE_STEP = timedelta(seconds=1)
+
+_OFFSET = (
+    sa.select(counters.c.value).where(counters.c.name == OFFSET_COUNTER).scalar_subquery()
+)
+
+#: PostgreSQL: this transaction's tag (assigns the transaction id if it has none yet).
+PG_TAG: sa.ColumnElement[Any] = (
+    sa.literal_column("pg_current_xact_id()::text::bigint", sa.BigInteger) + _OFFSET
+)
+#: PostgreSQL: tags below this are final in the statement's snapshot (see the module docs).
+PG_HORIZON: sa.ColumnElement[Any] = (
+    sa.literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", sa.BigInteger)
+    + _OFFSET
+)
+
+_NEXT_COUNTER = (
+    counters.update()
+    .where(counters.c.name == "change_tag")
+    .values(value=counters.c.value + 1)
+    .returning(counters.c.value)
+)
+_PG_NEXT = sa.select(PG_TAG)
+
+
+def next_change_tag(conn: Connection) -> int:
+    """This transaction's pass change tag (the same value when asked again on PostgreSQL).
+
+    SQLite: the next counter value (the single writer commits tags in order). PostgreSQL: the
+    transaction id plus the offset: no lock, concurrent writers do not wait for each other."""
+    if conn.dialect.name == "postgresql":
+        return int(conn.execute(_PG_NEXT).scalar_one())
+    return int(conn.execute(_NEXT_COUNTER).scalar_one())
+
+
+def visible_below(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[bool] | None:
+    """The condition "``column`` (a change tag) is below the visible horizon", or None where
+    every committed tag is final (SQLite)."""
+    if dialect == "postgresql":
+        return column < PG_HORIZON
+    return None
+
+
+def next_change_time(previous: datetime, now: datetime) -> datetime:
+    """A card's next ``updated_at``: ``now``, or one step after the previous version when the
+    clock has not moved past it (a burst of changes, a clock behind another server's)."""
+    return max(now, previous + CHANGE_STEP)
+
+
+def next_template_change_time(conn: Connection, where: Any, now: datetime) -> datetime:
+    """One ``updated_at`` for many cards (a template design update): after every one of them."""
+    latest = conn.scalar(sa.select(sa.func.max(cards.c.updated_at)).where(*where))
+    previous = utc(latest)
+    return now if previous is None else next_change_time(previous, now)
+
+
+def rebase_offset(conn: Connection) -> None:
+    """PostgreSQL: keep new tags above every stored tag (a restore into a new cluster restarts
+    transaction ids). A no-op write when the offset is already high enough."""
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(
+        sa.text(
+            "UPDATE counters SET value = GREATEST(value, "
+            "(SELECT COALESCE(max(change_tag), 0) FROM cards) "
+            "- pg_current_xact_id()::text::bigint + 1) "
+            "WHERE name = :name AND value < "
+            "(SELECT COALESCE(max(change_tag), 0) FROM cards) "
+            "- pg_current_xact_id()::text::bigint + 1"
+        ),
+        {"name": OFFSET_COUNTER},
+    )
