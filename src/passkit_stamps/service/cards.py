@@ -34,6 +34,7 @@ from ..errors import (
     TemplateNotFoundError,
 )
 from ..model import Card, CardState, CardTemplate, Holder
+from ..store import campaigns as store_campaigns
 from ..store import cards as store_cards
 from ..store import email as store_email
 from ..store import idempotency as store_idempotency
@@ -235,6 +236,8 @@ class CardOperations(ServiceCore):
 
         def queue_email(conn: Connection, change: Change, now: datetime) -> None:
             sent = [e for e in change.events if e.type is EventType.MESSAGE_SENT]
+            if sent:  # the message's id: Google's addMessage adds it once (store/campaigns.py)
+                store_campaigns.set_message_id(conn, change.card.serial, f"m{sent[0].id}")
             if email and sent and change.card.holder.email is not None:
                 reason = f"message_sent:{sent[0].id}"
                 store_email.queue_email(conn, change.card.serial, reason, change.change_tag, now)

@@ -9,6 +9,8 @@ its own module; state is shared through :class:`.core.ServiceCore`:
 * :mod:`.apple`      the Apple pass web service: pass content and state, device registrations
 * :mod:`.wallets`    where a card is saved, Google Wallet objects, the outbox for the pusher
 * :mod:`.delivery`   the dispatcher's operations: claim, acknowledge, retry or park, pruning
+* :mod:`.messages`   the expiry sweep and the notification budget's upkeep (the worker's)
+* :mod:`.campaigns`  broadcasts: stored campaigns, enqueued in batches, resumable, reported
 * :mod:`.apikeys`    the till API's keys; cards by scanned barcode, vouchers by scanned code
 * :mod:`.enrolment`  enrolment (page and staff): a card and its link by e-mail, one per address
 * :mod:`.email`      e-mails in the outbox: pending, rendered in the holder's language, sent
@@ -21,12 +23,14 @@ from __future__ import annotations
 
 from .apikeys import ApiKeyOperations
 from .apple import AppleOperations
+from .campaigns import CampaignOperations
 from .cards import CardOperations
+from .delivery import DeliveryOperations
 from .email import EmailOperations
 from .enrolment import EnrolmentOperations
-from .delivery import DeliveryOperations
 from .export import ExportOperations
 from .imports import ImportOperations
+from .messages import MessageOperations
 from .templates import TemplateOperations
 from .wallets import WalletOperations
 
@@ -34,6 +38,8 @@ from .wallets import WalletOperations
 class StampService(
     ApiKeyOperations,  # first: it builds on CardOperations and CardReads
     TemplateOperations,
+    MessageOperations,  # builds on CardOperations
+    CampaignOperations,  # builds on CardReads
     CardOperations,
     ExportOperations,
     AppleOperations,

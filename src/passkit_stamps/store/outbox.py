@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .campaigns import count_delivered
 from .cards import template_cards_where
 from .schema import card_platforms, cards, devices, notifications, outbox, registrations
 
@@ -56,6 +57,45 @@ def spend_notification(conn: Connection, serial: str, now: datetime, reason: str
     conn.execute(notifications.insert().values(serial=serial, at=now, reason=reason))
 
 
+def notifications_by_card(
+    conn: Connection, serials: Sequence[str], since: datetime
+) -> dict[str, int]:
+    """Notifications spent by each of the cards since ``since`` (cards with none left out)."""
+    if not serials:
+        return {}
+    rows = conn.execute(
+        sa.select(notifications.c.serial, sa.func.count())
+        .where(notifications.c.serial.in_(list(serials)), notifications.c.at > since)
+        .group_by(notifications.c.serial)
+    )
+    return {serial: int(n) for serial, n in rows}
+
+
+def spend_notifications(
+    conn: Connection, serials: Sequence[str], now: datetime, reason: str
+) -> None:
+    """One notification spent by each of the cards (a broadcast's batch)."""
+    if serials:
+        conn.execute(
+            notifications.insert(),
+            [{"serial": s, "at": now, "reason": reason[:32]} for s in serials],
+        )
+
+
+def prune_notifications(conn: Connection, before: datetime, limit: int) -> int:
+    """Forget up to ``limit`` spent notifications older than ``before`` (out of every budget
+    window), oldest first; how many. Ids grow with time, so the scan stops at the first young
+    row it needs."""
+    old = (
+        sa.select(notifications.c.id)
+        .where(notifications.c.at <= before)
+        .order_by(notifications.c.id)
+        .limit(limit)
+    )
+    result = conn.execute(notifications.delete().where(notifications.c.id.in_(old)))
+    return int(result.rowcount or 0)
+
+
 def queue_template_updates(
     conn: Connection,
     template_id: str,
@@ -79,7 +119,12 @@ def queue_template_updates(
             sa.literal(0),
         )
         .join(cards, cards.c.serial == card_platforms.c.serial)
-        .where(*template_cards_where(template_id, version), card_platforms.c.platform.in_(wallets))
+        .where(
+            *template_cards_where(template_id, version),
+            card_platforms.c.platform.in_(wallets),
+            # A voided card's void was its final update: nothing more goes to its devices.
+            cards.c.state != "voided",
+        )
     )
     conn.execute(
         outbox.insert().from_select(
@@ -199,9 +244,16 @@ def claim(
 
 
 def acknowledge(conn: Connection, ids: Sequence[int]) -> int:
-    """Delivered: remove the rows; how many were removed."""
-    result = conn.execute(outbox.delete().where(outbox.c.id.in_(list(ids))))
-    return int(result.rowcount or 0)
+    """Delivered: remove the rows; how many were removed. A broadcast's rows count as
+    delivered in its report (store/campaigns.py)."""
+    result = conn.execute(
+        outbox.delete()
+        .where(outbox.c.id.in_(list(ids)))
+        .returning(outbox.c.campaign_id, outbox.c.platform)
+    )
+    removed = list(result.mappings())
+    count_delivered(conn, removed)
+    return len(removed)
 
 
 def reschedule(conn: Connection, updates: Sequence[Mapping[str, Any]]) -> None:

@@ -127,6 +127,13 @@ cards = sa.Table(
     sa.Index("ix_cards_change_tag", "change_tag"),
     sa.Index("ix_cards_holder", "holder_id"),
     sa.Index("ix_cards_state", "state"),
+    # Step 5 (notifications): the expiry sweep reads the cards that can still expire, by time.
+    sa.Index(
+        "ix_cards_expiring",
+        "expires_at",
+        sqlite_where=sa.text("state IN ('active', 'completed')"),
+        postgresql_where=sa.text("state IN ('active', 'completed')"),
+    ),
     # Step 6: keyset pages sorted by last stamp or stamps (the serial breaks ties).
     sa.Index("ix_cards_last_stamp", "last_stamp_at", "serial"),
     sa.Index("ix_cards_stamps", "stamps", "serial"),
@@ -651,6 +658,10 @@ def _step_notifications(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE cards ADD COLUMN message_id VARCHAR(64)")
     conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN campaign_id BIGINT")
     conn.exec_driver_sql("CREATE INDEX ix_outbox_campaign ON outbox (campaign_id)")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_cards_expiring ON cards (expires_at) "
+        "WHERE state IN ('active', 'completed')"
+    )
     conn.exec_driver_sql(
         """CREATE TABLE campaigns (
         id {id} NOT NULL,
