@@ -27,7 +27,6 @@ from sqlalchemy.engine import Connection
 from .. import engine
 from ..errors import CardInputError, ImportRowError, TemplateNotFoundError
 from ..model import CardTemplate, Holder, is_valid_serial
-from ..store import cards as store_cards
 from ..store import imports as store_imports
 from ..store import journal as store_journal
 from ..store import templates as store_templates
@@ -179,18 +178,15 @@ class ImportOperations(ServiceCore):
                 report.imported = len(todo)
                 return report
             tag = store_journal.next_change_tag(conn)  # new cards: no device waits for it
-            saved = []
+            saved, items = [], []
             for key, row in todo:
                 outcome = engine.issue_card(template, row.holder, now=now, serial=row.serial)
                 card, events = outcome.card, list(outcome.events)
                 if row.stamps:
                     adjusted = engine.set_stamps(template, card, row.stamps, now=now, code="import")
                     card, events = adjusted.card, events + list(adjusted.events)
-                holder_id = store_cards.insert_holder(conn, row.holder, now)
-                store_journal.insert_events(
-                    conn, [store_journal.event_row(e, ACTOR) for e in events]
-                )
-                store_cards.insert_card(conn, card, holder_id, change_tag=tag, now=now)
+                journal = [store_journal.event_row(e, ACTOR) for e in events]
+                items.append((row.holder, card, journal))
                 saved.append(
                     {
                         "key": key,
@@ -201,6 +197,7 @@ class ImportOperations(ServiceCore):
                         "created_at": now,
                     }
                 )
+            store_imports.insert_imported(conn, items, change_tag=tag, now=now)
             store_imports.save_keys(conn, saved)
             report.imported = len(todo)
             return report
