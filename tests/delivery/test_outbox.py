@@ -15,6 +15,8 @@ from passkit_stamps.service import StampService
 from passkit_stamps.service.delivery import RetryPolicy
 from passkit_stamps.store import outbox as store_outbox
 
+from .conftest import claim_visible, settled
+
 PASS_TYPE = "pass.com.example.stamps"
 
 
@@ -30,12 +32,12 @@ async def test_claim_leases_rows_once_until_the_lease_runs_out(
 ) -> None:
     serial = await _card_in_wallets(service, Platform.APPLE, Platform.GOOGLE)
     await service.add_stamps(serial, 1)
-    first = await service.claim_deliveries("w1", lease=timedelta(seconds=30))
+    first = await claim_visible(service, "w1", want=2, lease=timedelta(seconds=30))
     assert sorted(d.platform for d in first) == ["apple", "google"]
     assert all(d.attempts == 1 and d.serial == serial for d in first)
     assert await service.claim_deliveries("w2") == []  # leased
     clock.advance(seconds=31)  # w1 died: its rows are due again
-    again = await service.claim_deliveries("w2", platforms=["apple"])
+    again = await claim_visible(service, "w2", platforms=["apple"])
     assert [(d.platform, d.attempts) for d in again] == [("apple", 2)]
     assert await service.acknowledge_deliveries(d.id for d in again) == 1
     [stats] = [s for s in await service.outbox_stats() if s.platform == "google"]
@@ -50,7 +52,7 @@ async def test_failures_back_off_with_jitter_then_park_dead_and_retry(
     policy = RetryPolicy(max_attempts=3, backoff_base=10, backoff_max=15)
     delays = []
     for attempt in (1, 2):
-        [row] = await service.claim_deliveries("w")
+        [row] = await claim_visible(service, "w")
         assert row.attempts == attempt
         assert await service.fail_deliveries([(row, "503 busy")], policy, rand=lambda: 1.0) == 0
         assert await service.claim_deliveries("w") == []  # not due yet
@@ -58,7 +60,7 @@ async def test_failures_back_off_with_jitter_then_park_dead_and_retry(
         clock.advance(seconds=delays[-1])
     assert delays == [10.0, 15.0]  # doubled, capped
     assert policy.delay(5, lambda: 0.0) == 7.5  # jitter: half to full
-    [row] = await service.claim_deliveries("w")
+    [row] = await claim_visible(service, "w")
     assert row.last_error == "503 busy"
     assert await service.fail_deliveries([(row, "503 again")], policy) == 1
     clock.advance(days=1)
@@ -69,7 +71,7 @@ async def test_failures_back_off_with_jitter_then_park_dead_and_retry(
     assert (stats.pending, stats.retrying, stats.dead, stats.oldest) == (0, 0, 1, None)
     assert await service.retry_dead_deliveries(platform="apple") == 0
     assert await service.retry_dead_deliveries() == 1
-    [row] = await service.claim_deliveries("w")
+    [row] = await claim_visible(service, "w")
     assert row.attempts == 1
 
 
@@ -79,7 +81,7 @@ async def test_a_row_older_than_the_max_age_is_parked_at_its_next_failure(
     serial = await _card_in_wallets(service, Platform.APPLE)
     await service.add_stamps(serial, 1)
     clock.advance(hours=2)
-    [row] = await service.claim_deliveries("w")
+    [row] = await claim_visible(service, "w")
     policy = RetryPolicy(max_age=timedelta(hours=1))
     assert await service.fail_deliveries([(row, "boom")], policy) == 1
 
@@ -89,10 +91,10 @@ async def test_release_gives_rows_back_without_counting_the_attempt(
 ) -> None:
     serial = await _card_in_wallets(service, Platform.APPLE)
     await service.add_stamps(serial, 1)
-    [row] = await service.claim_deliveries("w")
+    [row] = await claim_visible(service, "w")
     assert await service.release_deliveries([row.id], "other") == 0  # not its lease
     assert await service.release_deliveries([row.id], "w", note="apple paused: bad cert") == 1
-    [again] = await service.claim_deliveries("w")
+    [again] = await claim_visible(service, "w")
     assert (again.attempts, again.last_error) == (1, "apple paused: bad cert")
 
 
@@ -101,9 +103,8 @@ async def test_claims_by_concurrent_workers_never_share_a_row(service: StampServ
     for serial in serials:
         for _ in range(5):
             await service.add_stamps(serial, 1)
-    batches = await asyncio.gather(
-        *(service.claim_deliveries(f"w{i}", limit=7) for i in range(4))
-    )
+    await settled(service.store)
+    batches = await asyncio.gather(*(service.claim_deliveries(f"w{i}", limit=7) for i in range(4)))
     ids = [d.id for batch in batches for d in batch]
     assert len(ids) == len(set(ids)) == 20
 
@@ -146,7 +147,7 @@ async def test_dead_token_pruning_honours_the_410_timestamp(
     assert EventType.PASS_REMOVED not in [e.type for e in await service.card_history(serial)]
     # 400 BadDeviceToken: no timestamp, removed whatever happened since.
     assert await service.prune_dead_token(fresh, None) == [serial]
-    assert EventType.PASS_REMOVED == [e.type for e in await service.card_history(serial)][-1]
+    assert [e.type for e in await service.card_history(serial)][-1] == EventType.PASS_REMOVED
 
 
 @pytest.mark.parametrize("limit", [1, 3])
@@ -154,5 +155,6 @@ async def test_claims_take_the_oldest_rows_first(service: StampService, limit: i
     serials = [await _card_in_wallets(service, Platform.APPLE) for _ in range(3)]
     for serial in serials:
         await service.add_stamps(serial, 1)
+    await settled(service.store)
     claimed = await service.claim_deliveries("w", limit=limit)
     assert [d.serial for d in claimed] == serials[:limit]
