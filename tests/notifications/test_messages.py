@@ -56,7 +56,7 @@ async def test_over_budget_a_message_is_still_on_the_pass_silently(
     service: StampService, clock: Clock
 ) -> None:
     serial = await wallet_card(service)
-    for i in range(3):
+    for _ in range(3):
         clock.advance(minutes=10)
         assert (await service.add_stamps(serial)).notified
     sent = await service.send_message(serial, "Happy birthday")
