@@ -57,9 +57,9 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so each area's module stays independent of the others.
-    from . import apikeys, apple, cards, google, merchant, push, serve, verify, worker
+    from . import apikeys, apple, broadcast, cards, google, merchant, push, serve, verify, worker
 
-    for module in (apple, verify, google, cards, serve, push, apikeys, worker, merchant):
+    for module in (apple, verify, google, cards, broadcast, serve, push, apikeys, worker, merchant):
         for command in module.COMMANDS:
             main.add_command(command)
 
