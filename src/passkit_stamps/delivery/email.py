@@ -14,7 +14,7 @@ import html
 import logging
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from ..service import StampService
     from ..service.email import EmailContent
+    from .worker import CardUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -204,9 +205,9 @@ async def deliver_pending_email(
 ) -> EmailReport:
     """Send the outbox's pending e-mails once (oldest first, at most ``limit``): a sent row is
     removed, a retryable failure keeps its row (attempts counted) for the next round, a refused
-    recipient or an e-mail with nothing left to send is removed and counted. The outbox
-    dispatcher (issue 10) takes this over (it adds back-off and parking); until then call this
-    in a loop (see docs/merchant.md)."""
+    recipient or an e-mail with nothing left to send is removed and counted. Without back-off:
+    for tests and scripts; a server runs :class:`EmailOutboxSender` in the dispatcher (back-off,
+    parking, leases; see docs/merchant.md)."""
     from ..service.checks import utcnow
 
     now = clock or utcnow
@@ -233,3 +234,49 @@ async def deliver_pending_email(
         await service.email_sent([job.id])
         report.sent += 1
     return report
+
+
+class EmailOutboxSender:
+    """The dispatcher's sender for platform ``email`` (``DeliveryConfig(extra_senders=...)``,
+    :class:`passkit_stamps.delivery.worker.DeliveryWorker`): renders and sends each claimed row.
+    A row sent (or with nothing left to send, or refused for good) is removed at once, so a
+    failure later in the same card's rows never sends it twice; a retryable failure leaves the
+    card's remaining rows to the dispatcher's back-off (parked dead after its attempts: never
+    lost)."""
+
+    platform = "email"
+
+    def __init__(
+        self,
+        service: StampService,
+        sender: EmailSender,
+        card_url: Callable[[str], str],
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.service = service
+        self.sender = sender
+        self.card_url = card_url
+        self.clock = clock
+
+    async def deliver(self, updates: Sequence[CardUpdate]) -> Mapping[str, str]:
+        from ..service.checks import utcnow
+        from ..service.email import EmailJob
+
+        now = self.clock or utcnow
+        failed: dict[str, str] = {}
+        for update in updates:
+            for row in update.rows:
+                job = EmailJob(row.id, row.serial, row.reason, row.attempts, row.created_at)
+                content = await self.service.email_content(job, self.card_url)
+                if content is not None:
+                    message = build_message(content, self.sender.config.sender, now=now())
+                    try:
+                        await self.sender.send(message)
+                    except EmailRetryableError as exc:
+                        failed[update.serial] = str(exc)[:200]
+                        break
+                    except EmailPermanentError as exc:
+                        logger.warning("e-mail %d refused for good: %s", row.id, exc)
+                await self.service.email_sent([row.id])
+        return failed

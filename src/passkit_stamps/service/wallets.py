@@ -19,6 +19,9 @@ from .core import ServiceCore
 from .results import GoogleObject, OutboxEntry
 
 
+_WALLET_PLATFORMS = frozenset(p.value for p in Platform)
+
+
 class WalletOperations(ServiceCore):
     async def record_platform(self, serial: str, platform: Platform | str, added: bool) -> bool:
         """Note that the card was saved to (or removed from) a wallet or opened on the web;
@@ -91,6 +94,7 @@ class WalletOperations(ServiceCore):
                 attempts=r["attempts"],
             )
             for r in rows
+            if r["platform"] in _WALLET_PLATFORMS  # e-mail rows are the e-mail sender's
         ]
 
     async def complete_updates(self, ids: Iterable[int]) -> int:
