@@ -18,7 +18,6 @@ from .checks import aware, check_page, check_serial, check_text, enum_value
 from .core import ServiceCore
 from .results import GoogleObject, OutboxEntry
 
-
 _WALLET_PLATFORMS = frozenset(p.value for p in Platform)
 
 
