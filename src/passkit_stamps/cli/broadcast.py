@@ -20,6 +20,18 @@ from .cards import _db_option, _echo_json, _run, _table, _when
 if TYPE_CHECKING:
     from ..service.campaigns import BroadcastReach, CampaignReport
 
+#: ``--notification-budget`` of ``serve`` and ``worker`` (and PASSKIT_STAMPS_NOTIFICATION_BUDGET):
+#: the service's budget (the service's default, 3, is Google's limit too).
+notification_budget_option = click.option(
+    "--notification-budget",
+    envvar="PASSKIT_STAMPS_NOTIFICATION_BUDGET",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Notified updates per card per 24 h; beyond it updates go out silently "
+    "(env PASSKIT_STAMPS_NOTIFICATION_BUDGET).",
+)
+
 
 def _reach_lines(reach: BroadcastReach) -> list[str]:
     return [

@@ -16,6 +16,7 @@ import click
 
 from ..errors import WebConfigError
 from ._signing import load_signing_credentials, signing_options
+from .broadcast import notification_budget_option
 
 ENV = "PASSKIT_STAMPS_"
 _SIGNING_OPTIONS = ("p12", "p12_password", "cert", "key", "key_password", "wwdr")
@@ -62,6 +63,7 @@ _templates = click.option(
 
 @click.command("serve")
 @click.option("--db", envvar=_env("db"), help="Store URL: sqlite:///file.db or postgresql://...")
+@notification_budget_option
 @click.option(
     "--public-url",
     envvar=_env("public_url"),

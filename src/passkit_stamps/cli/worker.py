@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._signing import signing_options
+from .broadcast import notification_budget_option
 
 if TYPE_CHECKING:
     from ..delivery.runner import DeliveryConfig
@@ -239,7 +240,10 @@ def delivery_config(
 @click.option(
     "--public-url", envvar=_env("public_url"), help="The web app's public URL (Google images)."
 )
-def worker_command(db: str, public_url: str | None, **options: Any) -> None:
+@notification_budget_option
+def worker_command(
+    db: str, public_url: str | None, notification_budget: int, **options: Any
+) -> None:
     """Deliver pass updates from the outbox (APNs pushes, Google objects) until stopped.
 
     Run as many as you like against one PostgreSQL store (rows are leased, never shared).
@@ -252,10 +256,10 @@ def worker_command(db: str, public_url: str | None, **options: Any) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run_worker(db, config))
+        asyncio.run(_run_worker(db, config, notification_budget))
 
 
-async def _run_worker(db: str, config: DeliveryConfig) -> None:
+async def _run_worker(db: str, config: DeliveryConfig, notification_budget: int = 3) -> None:
     import signal
 
     from ..delivery.runner import running_worker
@@ -268,7 +272,7 @@ async def _run_worker(db: str, config: DeliveryConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     store = await Store.open(db, create=False)
     try:
-        service = StampService(store)
+        service = StampService(store, notification_budget=notification_budget)
         async with running_worker(service, config):
             await stop.wait()
     finally:

@@ -42,6 +42,8 @@ class ServeOptions:
     demo: bool = False
     demo_dir: Path = Path("demo")
     templates_dir: Path = Path("templates")
+    #: Notified updates per card per 24 h (``--notification-budget``).
+    notification_budget: int = 3
 
 
 def web_config(options: ServeOptions, credentials: SigningCredentials) -> WebConfig:
@@ -172,7 +174,7 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
 
     store = await Store.open(db)
     try:
-        service = StampService(store)
+        service = StampService(store, notification_budget=options.notification_budget)
         app = create_app(service, credentials, config)
         if options.demo:
             serials = await prepare_demo(service, options.templates_dir)
