@@ -147,3 +147,19 @@ async def test_expiry_sweep_expires_due_cards_once_silently(
         assert (await journal_types(service.store, serial))[-1] == "card_expired"
         rows = await outbox_rows(service.store, serial)
         assert [(r["reason"], r["silent"]) for r in rows] == [("card_expired", True)] * 2
+
+
+def test_google_message_for_add_message(coffee: object) -> None:
+    from passkit_stamps.engine import issue_card, send_message
+    from passkit_stamps.google.builders import build_message
+    from passkit_stamps.model import CardTemplate
+
+    assert isinstance(coffee, CardTemplate)
+    now = Clock().now
+    card = issue_card(coffee, Holder(name="Ada"), now=now).card
+    assert build_message(coffee, card, None) is None
+    card = send_message(coffee, card, "Open on Sunday!", now=now).card
+    message = build_message(coffee, card, "m42")
+    assert message is not None
+    assert (message["id"], message["body"]) == ("m42", "Open on Sunday!")
+    assert message["header"]  # the template's message label

@@ -291,6 +291,20 @@ def build_loyalty_object(template: CardTemplate, card: Card, settings: GoogleSet
     return resource
 
 
+def build_message(template: CardTemplate, card: Card, message_id: str | None) -> Resource | None:
+    """The card's current message as Google's ``addMessage`` wants it (``id``, ``header``: the
+    template's message label in the card's language, ``body``), or None when the card has no
+    message. The id is the one stored with the message (``CardState.message_id``), so adding
+    it again on a retried delivery adds nothing new. ``messageType`` is the client's choice
+    (``TEXT_AND_NOTIFY`` only for a notified change: :meth:`WalletClient.add_message`)."""
+    if not card.message:
+        return None
+    lang = card.language if card.language in template.texts else template.default_language
+    header = card_text(template, "message_label", lang, text_context(template, card, lang))
+    ident = message_id or f"message-{card.serial}"
+    return {"id": ident[:64], "header": header[:200] or template.name, "body": card.message}
+
+
 def _voucher_body(v: Voucher) -> str:
     return f"{v.description}\nCode: {v.code}" if v.description else f"Code: {v.code}"
 
