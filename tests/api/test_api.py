@@ -195,6 +195,33 @@ async def test_csv_export_is_streamed(api: Api) -> None:
     assert_problem(r, 422, "invalid-input")
 
 
+async def test_broadcast_dry_run_then_send(api: Api) -> None:
+    for name in ("Bea", "Ben"):
+        await api.issue(holder={"name": name})
+    await api.issue(template_id="salon")
+    m = api.manager
+    body = {"message": "Closed on Monday", "template": "coffee"}
+    r = await api.call("POST", "/broadcasts/dry-run", m, json=body)
+    assert r.status_code == 200, r.text
+    reach = r.json()
+    assert reach["cards"] == 2 and reach["no_wallet"] == 2 and "blocking" in reach["warning"]
+    assert (await api.service.journal(types="campaign_sent")).total == 0  # nothing sent
+    r = await api.call("POST", "/broadcasts", m, json=body)
+    assert r.status_code == 201, r.text
+    sent = r.json()
+    assert sent["cards"] == 2 and sent["state"] == "sent"
+    assert sent["actor"] == f"api-key:{api.manager_id} (back office)"
+    report = await api.call("GET", f"/broadcasts/{sent['id']}", m)
+    assert report.json() == sent
+    journal = await api.service.journal(types="campaign_sent")
+    assert journal.total == 2
+    assert {e.actor for e in journal.items} == {sent["actor"]}
+    assert_problem(await api.call("GET", "/broadcasts/999999", m), 404, "card-not-found")
+    assert_problem(await api.call("GET", "/broadcasts/x1", m), 404, "not-found")
+    r = await api.call("POST", "/broadcasts", m, json={"message": ""})
+    assert_problem(r, 422, "invalid-input")
+
+
 # -- roles, keys ---------------------------------------------------------------------------------
 
 
@@ -206,7 +233,7 @@ async def test_staff_may_only_look_up_stamp_and_redeem(api: Api) -> None:
     for op in table:
         if op.role is ApiRole.STAFF:
             continue
-        path = op.path.replace("{serial}", serial)
+        path = op.path.replace("{serial}", serial).replace("{campaign_id}", "1")
         r = await api.call(op.method, path, api.staff, json={})
         assert_problem(r, 403, "api-permission")
     # nothing happened

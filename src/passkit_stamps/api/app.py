@@ -29,6 +29,7 @@ from ..errors import (
     ApiKeyError,
     ApiPermissionError,
     ApiRateLimitError,
+    NotFoundError,
     PasskitStampsError,
     RequestError,
 )
@@ -144,6 +145,16 @@ class TillApi:
             Operation("journal", "GET", "/journal", "The journal (Card Events)", manager,
                       self.journal, query=m.JournalQuery, response=m.JournalPageOut,
                       tags=("journal",)),
+            Operation("broadcastDryRun", "POST", "/broadcasts/dry-run",
+                      "What a broadcast would reach (sends nothing)", manager,
+                      self.broadcast_dry_run, body=m.BroadcastRequest,
+                      response=m.BroadcastReachOut, tags=("broadcasts",)),
+            Operation("broadcast", "POST", "/broadcasts", "Send a broadcast", manager,
+                      self.broadcast, body=m.BroadcastRequest, response=m.CampaignOut,
+                      status=201, tags=("broadcasts",)),
+            Operation("broadcastReport", "GET", "/broadcasts/{campaign_id}",
+                      "A broadcast's report", manager, self.broadcast_report,
+                      response=m.CampaignOut, tags=("broadcasts",)),
             Operation("exportCsv", "GET", "/export.csv", "The customer export (CSV, streamed)",
                       manager, self.export_csv, query=m.ExportQuery, response=None,
                       tags=("export",)),
@@ -425,6 +436,35 @@ class TillApi:
         )
         return _json(out)
 
+    async def _broadcast(self, call: Call, *, dry_run: bool) -> Any:
+        body: m.BroadcastRequest = call.body
+        return await self.service.broadcast(
+            body.message,
+            search=body.search,
+            template_id=body.template,
+            template_version=body.version,
+            platform=body.platform,
+            state=body.state,
+            min_stamps=body.min_stamps,
+            max_stamps=body.max_stamps,
+            has_vouchers_ready=body.vouchers_ready,
+            dry_run=dry_run,
+            actor=call.key.actor,
+        )
+
+    async def broadcast_dry_run(self, call: Call) -> Response:
+        reach = await self._broadcast(call, dry_run=True)
+        return _json(m.BroadcastReachOut.model_validate(reach, from_attributes=True))
+
+    async def broadcast(self, call: Call) -> Response:
+        return _campaign(await self._broadcast(call, dry_run=False), status=201)
+
+    async def broadcast_report(self, call: Call) -> Response:
+        raw = str(call.request.path_params["campaign_id"])
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+            raise NotFoundError(f"no broadcast {raw!r:.40}")
+        return _campaign(await self.service.campaign_report(int(raw)))
+
     async def export_csv(self, call: Call) -> Response:
         q: m.ExportQuery = call.query
         chunks = self.service.export_csv(template_id=q.template, state=q.state, bom=q.bom)
@@ -474,6 +514,24 @@ def _event(e: JournalEntry) -> m.EventOut:
         holder_name=e.holder_name,
         holder_email=e.holder_email,
     )
+
+
+def _campaign(report: Any, *, status: int = 200) -> Response:
+    out = m.CampaignOut(
+        id=report.id,
+        message=report.message,
+        state=report.state,
+        cards=report.cards,
+        notified=report.notified,
+        silent=report.silent,
+        created_at=report.created_at,
+        finished_at=report.finished_at,
+        actor=report.actor,
+        platforms=[
+            m.PlatformReportOut.model_validate(p, from_attributes=True) for p in report.platforms
+        ],
+    )
+    return _json(out, status=status)
 
 
 def _json(model: BaseModel, *, status: int = 200) -> Response:

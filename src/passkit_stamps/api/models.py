@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..engine import EventType, Platform
+from ..engine import MAX_MESSAGE_LENGTH, EventType, Platform
 from ..model import SERIAL_PATTERN, CardState, Holder, Voucher, VoucherKind
 
 TEMPLATE_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -76,6 +76,20 @@ class CouponRequest(_Body):
 
 class MessageRequest(_Body):
     text: str = Field(min_length=1, max_length=1000)
+
+
+class BroadcastRequest(_Body):
+    """One message to every reachable card matching the filters (those of the cards list)."""
+
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_LENGTH)
+    search: str | None = Field(default=None, max_length=200)
+    template: str | None = Field(default=None, pattern=TEMPLATE_ID)
+    version: int | None = Field(default=None, ge=1, le=1_000_000)
+    platform: Platform | None = None
+    state: CardState | None = None
+    min_stamps: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_stamps: int | None = Field(default=None, ge=0, le=1_000_000)
+    vouchers_ready: bool | None = None
 
 
 # -- query strings -------------------------------------------------------------------------------
@@ -219,6 +233,43 @@ class JournalPageOut(_Body):
 
 class HistoryOut(_Body):
     items: list[EventOut]
+
+
+class BroadcastReachOut(_Body):
+    """What a broadcast would reach now (the dry run)."""
+
+    cards: int
+    devices: int
+    google_objects: int
+    notified: int
+    silent: int
+    no_wallet: int
+    warning: str
+
+
+class PlatformReportOut(_Body):
+    platform: str
+    targeted: int
+    notified: int
+    silent: int
+    delivered: int
+    pending: int
+    failed: int
+
+
+class CampaignOut(_Body):
+    """A broadcast as sent: its figures, per platform too."""
+
+    id: int
+    message: str
+    state: str
+    cards: int
+    notified: int
+    silent: int
+    created_at: datetime
+    finished_at: datetime | None
+    actor: str | None
+    platforms: list[PlatformReportOut]
 
 
 class InvalidField(_Body):

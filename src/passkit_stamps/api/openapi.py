@@ -26,7 +26,7 @@ _ALWAYS = (400, 401, 403, 422, 429)
 
 def _problem_statuses(op: Operation) -> list[int]:
     statuses = set(_ALWAYS)
-    if "{serial}" in op.path or op.body is not None or op.query is not None:
+    if "{" in op.path or op.body is not None or op.query is not None:
         statuses.add(404)
     if op.body is not None:
         statuses.add(413)
@@ -80,6 +80,16 @@ def build_document(operations: Sequence[Operation], *, server: str | None = None
                     "required": True,
                     "schema": {"type": "string", "pattern": f"^{SERIAL_PATTERN}$"},
                     "description": "the card's serial (its number)",
+                }
+            )
+        if "{campaign_id}" in op.path:
+            parameters.append(
+                {
+                    "name": "campaign_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
+                    "description": "the broadcast's id",
                 }
             )
         if op.query is not None:
