@@ -18,6 +18,7 @@ from ..store import codec
 from ..store import journal as store_journal
 from ..store import search as store_search
 from ..store.schema import utc
+from . import cursors
 from .checks import aware, check_page, check_serial, enum_value, search_text
 from .core import ServiceCore, entry
 from .results import CardDetails, CardSummary, JournalEntry, Page
@@ -93,6 +94,7 @@ class CardReads(ServiceCore):
         offset: int = 0,
         limit: int = 50,
         count_limit: int | None = None,
+        cursor: str | None = None,
     ) -> Page[CardSummary]:
         """The issued cards: search (card number, name, email or phone; a substring, any case),
         filters, sorted by ``sort`` (one of created_at, last_stamp_at, stamps, serial, name;
@@ -100,8 +102,15 @@ class CardReads(ServiceCore):
 
         ``count_limit`` (e.g. 1000 for a search box): count at most that many cards past
         ``offset`` (``Page.total_exact`` False when more match, ``total`` then a lower bound).
-        Counting every match of an unselective search is most of its time."""
+        Counting every match of an unselective search is most of its time.
+
+        ``cursor``: a page's ``next_cursor``: the next page by keyset (the same filters and
+        sort; as fast at any depth, not counted: ``total`` is -1; ``offset`` must be 0). Every
+        page that has more after it carries ``next_cursor``. A cursor that is not one of ours,
+        or was made for another sort, is a CardInputError naming ``cursor``."""
         offset, limit = check_page(offset, limit)
+        if cursor is not None and offset:
+            raise CardInputError("cursor and offset cannot be combined: a cursor is a position")
         if count_limit is not None and (
             not isinstance(count_limit, int) or isinstance(count_limit, bool) or count_limit < 1
         ):
@@ -117,8 +126,12 @@ class CardReads(ServiceCore):
             has_vouchers_ready=has_vouchers_ready,
         )
         sort_key, descending = _sort(sort)
+        after = None
+        if cursor is not None:
+            value, last = cursors.read_card_cursor(cursor, sort_key, descending)
+            after = store_search.after_position(sort_key, descending, value, last)
         # Count at most past the page: total stays exact for every page it reaches.
-        cap = None if count_limit is None else offset + max(count_limit, limit)
+        cap = None if count_limit is None or after is not None else offset + max(count_limit, limit)
 
         def body(conn: Connection) -> store_search.CardRows:
             return store_search.card_page(
@@ -127,14 +140,30 @@ class CardReads(ServiceCore):
                 sort_key=sort_key,
                 descending=descending,
                 offset=offset,
-                limit=limit,
+                # A keyset page reads one row more: whether another page follows.
+                limit=limit + 1 if after is not None else limit,
                 cap=cap,
+                after=after,
             )
 
         found = await self.store.run_read(body)
+        rows = list(found.rows)
         total = found.total
-        exact = cap is None or total <= cap
-        total = total if exact or cap is None else cap
+        if after is not None:
+            more = len(rows) > limit
+            rows = rows[:limit]
+            exact = True
+        else:
+            exact = cap is None or total <= cap
+            total = total if exact or cap is None else cap
+            more = offset + len(rows) < total or not exact
+        next_cursor = None
+        if more and rows:
+            last_row = rows[-1]
+            value = store_search.sort_value(last_row, sort_key)
+            if isinstance(value, datetime):
+                value = utc(value)
+            next_cursor = cursors.card_cursor(sort_key, descending, value, last_row["serial"])
         items = tuple(
             CardSummary(
                 serial=r["serial"],
@@ -150,9 +179,9 @@ class CardReads(ServiceCore):
                 last_stamp_at=utc(r["last_stamp_at"]),
                 vouchers_ready=found.vouchers_ready.get(r["serial"], 0),
             )
-            for r in found.rows
+            for r in rows
         )
-        return Page(items, total, offset, limit, total_exact=exact)
+        return Page(items, total, offset, limit, total_exact=exact, next_cursor=next_cursor)
 
     def _card_filter(
         self,
@@ -200,6 +229,17 @@ class CardReads(ServiceCore):
 
         return await self.store.run_read(body)
 
+    async def card_history_page(
+        self, serial: str, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[JournalEntry]:
+        """One page of the card's events, oldest first, by keyset (``next_cursor`` while more
+        follow). Raises CardNotFoundError when no card ever had this serial."""
+        check_serial(serial)
+        exists = await self.store.run_read(lambda conn: store_cards.load_card(conn, serial))
+        if exists is None:
+            raise CardNotFoundError(f"no card {serial}")
+        return await self.journal(serial=serial, newest_first=False, cursor=cursor, limit=limit)
+
     async def journal(
         self,
         *,
@@ -211,10 +251,21 @@ class CardReads(ServiceCore):
         offset: int = 0,
         limit: int = 50,
         newest_first: bool = True,
+        cursor: str | None = None,
     ) -> Page[JournalEntry]:
         """Every event ("Card Events"), filtered by type(s), template, card and time range
-        (``since <= at < until``), newest first by default, paginated with the total."""
+        (``since <= at < until``), newest first by default, paginated with the total.
+
+        ``cursor``: a page's ``next_cursor``: the next page by keyset on the journal's sequence
+        id (as fast at any depth; not counted: ``total`` is -1)."""
         offset, limit = check_page(offset, limit)
+        if not isinstance(newest_first, bool):
+            raise CardInputError("newest_first must be True or False")
+        after_id = None
+        if cursor is not None:
+            if offset:
+                raise CardInputError("cursor and offset cannot be combined: a cursor is a position")
+            after_id = cursors.read_journal_cursor(cursor, newest_first)
         wanted: list[str] | None = None
         if types is not None:
             listed = [types] if isinstance(types, str) else list(types)
@@ -232,10 +283,21 @@ class CardReads(ServiceCore):
                 since=None if since is None else aware(since),
                 until=None if until is None else aware(until),
                 offset=offset,
-                limit=limit,
+                limit=limit if after_id is None else limit + 1,
                 newest_first=newest_first,
+                after_id=after_id,
             )
-            return Page(tuple(entry(r) for r in rows), total, offset, limit)
+            if after_id is not None:
+                more = len(rows) > limit
+                rows = rows[:limit]
+            else:
+                more = offset + len(rows) < total
+            next_cursor = None
+            if more and rows:
+                next_cursor = cursors.journal_cursor(newest_first, int(rows[-1]["id"]))
+            return Page(
+                tuple(entry(r) for r in rows), total, offset, limit, next_cursor=next_cursor
+            )
 
         return await self.store.run_read(body)
 

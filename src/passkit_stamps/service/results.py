@@ -112,9 +112,17 @@ class Page(Generic[T]):
     offset: int
     limit: int
     total_exact: bool = True
+    #: The position after this page's last item when more follow: pass it back as ``cursor``
+    #: for the next page (a keyset page: as fast at any depth; ``total`` is then -1, not
+    #: counted). None on the last page.
+    next_cursor: str | None = None
 
     @property
     def has_more(self) -> bool:
+        if self.next_cursor is not None:
+            return True
+        if self.total < 0:  # a keyset page without a next cursor is the last
+            return False
         # A capped total was counted past the page (see list_cards), so more exist.
         return self.offset + len(self.items) < self.total or not self.total_exact
 

@@ -93,9 +93,11 @@ def journal_page(
     offset: int,
     limit: int,
     newest_first: bool,
+    after_id: int | None = None,
 ) -> tuple[int, list[Mapping[Any, Any]]]:
     """(how many match, one page of journal rows) filtered by type, template, card and
-    ``since <= at < until``."""
+    ``since <= at < until``. ``after_id``: the keyset page after that sequence id (in the
+    page's order), not counted (-1): an index range at any depth."""
     where: list[sa.ColumnElement[bool]] = []
     if types is not None:
         where.append(events.c.type.in_(list(types)))
@@ -108,6 +110,10 @@ def journal_page(
     if until is not None:
         where.append(events.c.at < until)
     order = events.c.id.desc() if newest_first else events.c.id.asc()
+    if after_id is not None:
+        later = events.c.id < after_id if newest_first else events.c.id > after_id
+        query = _journal_select().where(*where, later).order_by(order).limit(limit)
+        return -1, list(conn.execute(query).mappings())
     query = _journal_select().where(*where).order_by(order).offset(offset).limit(limit)
     count = sa.select(sa.func.count()).select_from(events).where(*where)
     total = int(conn.scalar(count) or 0)

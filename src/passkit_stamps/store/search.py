@@ -147,6 +147,49 @@ def _order(key: str, descending: bool) -> list[sa.ColumnElement[Any]]:
     return [primary] if key == "serial" else [primary, tie]
 
 
+
+def _sort_column(key: str) -> sa.ColumnElement[Any]:
+    """The column of a sort key (the serial breaks ties)."""
+    columns: dict[str, sa.ColumnElement[Any]] = {
+        "created_at": cards.c.created_at,
+        "last_stamp_at": cards.c.last_stamp_at,
+        "stamps": cards.c.stamps,
+        "serial": cards.c.serial,
+        "name": holders.c.name,
+    }
+    return columns[key]
+
+
+#: Sort keys whose column may be NULL (sorted last in both directions).
+NULLABLE_SORT_KEYS = ("last_stamp_at", "name")
+
+
+def after_position(
+    key: str, descending: bool, value: Any, serial: str
+) -> sa.ColumnElement[bool]:
+    """Keyset condition: the rows that sort after the row (``value``, ``serial``) in the list's
+    order (:func:`_order`). NOT NULL keys compare as a row value, which both databases answer
+    from the (key, serial) index; NULLs sort last in both directions."""
+    column = _sort_column(key)
+    if key == "serial":
+        return cards.c.serial < serial if descending else cards.c.serial > serial
+    tie = cards.c.serial < serial if descending else cards.c.serial > serial
+    if value is None:  # inside the NULLs at the end
+        return sa.and_(column.is_(None), tie)
+    row = sa.tuple_(column, cards.c.serial)
+    # Typed literals: the value binds as the column does (SQLite's text timestamps).
+    position = sa.tuple_(sa.literal(value, column.type), sa.literal(serial, cards.c.serial.type))
+    later = row < position if descending else row > position
+    if key in NULLABLE_SORT_KEYS:
+        return sa.or_(later, column.is_(None))
+    return later
+
+
+def sort_value(row: Mapping[Any, Any], key: str) -> Any:
+    """The sort key's value of a page row (what a cursor carries)."""
+    return row["name"] if key == "name" else row[key]
+
+
 def _summary_select(
     where: Sequence[sa.ColumnElement[bool]],
     order: Sequence[sa.ColumnElement[Any]],
@@ -211,9 +254,23 @@ def card_page(
     offset: int,
     limit: int,
     cap: int | None,
+    after: sa.ColumnElement[bool] | None = None,
 ) -> CardRows:
     """One page of the live cards matching ``f``, sorted, with the number matching (counted up
-    to ``cap`` past nothing when given: ``cap + 1`` means "more than cap")."""
+    to ``cap`` past nothing when given: ``cap + 1`` means "more than cap").
+
+    ``after`` (a keyset condition from :func:`after_position`): the page after a position,
+    ``limit`` rows with no count (``total`` is -1) at any depth: pass ``limit + 1`` to learn
+    whether more follow."""
+    if after is not None:
+        keyset = [*_where(f), after]
+        rows = list(
+            conn.execute(
+                _summary_select(keyset, _order(sort_key, descending), 0, limit, f.now)
+            ).mappings()
+        )
+        serials = [r["serial"] for r in rows]
+        return CardRows(-1, rows, platforms(conn, serials), vouchers_ready(conn, serials))
     where = _where(f)
     order = _order(sort_key, descending)
     count = sa.select(sa.func.count()).select_from(cards).where(*where)
