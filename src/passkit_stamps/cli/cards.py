@@ -130,10 +130,18 @@ def _echo_change(change: Change, as_json: bool) -> None:
         click.echo(f"  {e.type.value}  {e.stamps}/{e.required}{extra}{code}")
 
 
-def _echo_entries(entries: Sequence[JournalEntry], as_json: bool, total: int | None = None) -> None:
+def _echo_entries(
+    entries: Sequence[JournalEntry],
+    as_json: bool,
+    total: int | None = None,
+    next_cursor: str | None = None,
+) -> None:
     if as_json:
         body: Any = [_entry_json(e) for e in entries]
-        _echo_json(body if total is None else {"total": total, "events": body})
+        if total is None:
+            _echo_json(body)
+        else:
+            _echo_json({"total": total, "events": body, "next_cursor": next_cursor})
         return
     rows = [
         (
@@ -151,8 +159,11 @@ def _echo_entries(entries: Sequence[JournalEntry], as_json: bool, total: int | N
     ]
     headers = ("ID", "TYPE", "DATE", "CARD", "CODE", "STAMPS", "REWARD", "TEMPLATE", "USER")
     click.echo(_table(headers, rows))
-    if total is not None:
+    if total is not None and total >= 0:
         click.echo(f"{len(entries)} of {total} event(s)")
+    elif total is not None:  # a cursor page is not counted
+        click.echo(f"{len(entries)} event(s)")
+    _echo_next(next_cursor)
 
 
 def _echo_details(details: CardDetails, as_json: bool, page_url: str | None = None) -> None:
@@ -321,6 +332,9 @@ def card(serial: str, db: str, as_json: bool, **web: Any) -> None:
 @click.option("--sort", default="-created_at", show_default=True)
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--offset", type=int, default=0, show_default=True)
+@click.option(
+    "--cursor", default=None, help="The next cursor a page printed: that page, fast at any depth."
+)
 @_db_option
 def cards_command(
     search: str | None,
@@ -330,6 +344,7 @@ def cards_command(
     sort: str,
     limit: int,
     offset: int,
+    cursor: str | None,
     db: str,
     as_json: bool,
 ) -> None:
@@ -344,6 +359,7 @@ def cards_command(
             sort=sort,
             limit=limit,
             offset=offset,
+            cursor=cursor,
         ),
         create=False,
     )
@@ -352,6 +368,7 @@ def cards_command(
             {
                 "total": page.total,
                 "offset": page.offset,
+                "next_cursor": page.next_cursor,
                 "cards": [
                     {
                         "serial": c.serial,
@@ -387,15 +404,36 @@ def cards_command(
     ]
     headers = ("ID", "USER", "EMAIL", "PROGRESS", "PLATFORM", "TEMPLATE", "STATE", "CREATED")
     click.echo(_table(headers, rows))
-    click.echo(f"{len(page.items)} of {page.total} card(s)")
+    if page.total < 0:  # a cursor page is not counted
+        click.echo(f"{len(page.items)} card(s)")
+    else:
+        click.echo(f"{len(page.items)} of {page.total} card(s)")
+    _echo_next(page.next_cursor)
+
+
+def _echo_next(next_cursor: str | None) -> None:
+    if next_cursor is not None:
+        click.echo(f"next page: --cursor {next_cursor}")
 
 
 @click.command("history")
 @click.argument("serial")
+@click.option("--limit", type=int, default=None, help="At most this many events (a page).")
+@click.option("--cursor", default=None, help="The next cursor a page printed: that page.")
 @_db_option
-def history(serial: str, db: str, as_json: bool) -> None:
+def history(
+    serial: str, limit: int | None, cursor: str | None, db: str, as_json: bool
+) -> None:
     """Show a card's events, oldest first."""
-    _echo_entries(_run(db, lambda s: s.card_history(serial), create=False), as_json)
+    if limit is None and cursor is None:
+        _echo_entries(_run(db, lambda s: s.card_history(serial), create=False), as_json)
+        return
+    page = _run(
+        db,
+        lambda s: s.card_history_page(serial, cursor=cursor, limit=50 if limit is None else limit),
+        create=False,
+    )
+    _echo_entries(page.items, as_json, total=page.total, next_cursor=page.next_cursor)
 
 
 @click.command("journal")
@@ -409,12 +447,16 @@ def history(serial: str, db: str, as_json: bool) -> None:
 @click.option("--template", "template_id", default=None)
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--offset", type=int, default=0, show_default=True)
+@click.option(
+    "--cursor", default=None, help="The next cursor a page printed: that page, fast at any depth."
+)
 @_db_option
 def journal(
     types: tuple[str, ...],
     template_id: str | None,
     limit: int,
     offset: int,
+    cursor: str | None,
     db: str,
     as_json: bool,
 ) -> None:
@@ -422,11 +464,15 @@ def journal(
     page = _run(
         db,
         lambda s: s.journal(
-            types=types or None, template_id=template_id, limit=limit, offset=offset
+            types=types or None,
+            template_id=template_id,
+            limit=limit,
+            offset=offset,
+            cursor=cursor,
         ),
         create=False,
     )
-    _echo_entries(page.items, as_json, total=page.total)
+    _echo_entries(page.items, as_json, total=page.total, next_cursor=page.next_cursor)
 
 
 @click.command("export-csv")
