@@ -189,3 +189,15 @@ def test_smtp_urls() -> None:
 def test_bad_smtp_urls_are_typed_errors(url: str, part: str) -> None:
     with pytest.raises(EmailConfigError, match=part):
         SmtpConfig.from_url(url)
+
+
+async def test_simultaneous_enrolments_of_one_address_make_one_card(
+    service: StampService,
+) -> None:
+    import asyncio
+
+    holder = Holder(name="Ada", email="ada@example.com")
+    results = await asyncio.gather(*(service.enrol("coffee", holder) for _ in range(5)))
+    assert sum(r.change is not None for r in results) == 1
+    assert (await service.list_cards(template_id="coffee")).total == 1
+    assert len(await service.pending_email()) == 5  # one link, four "you already have one"

@@ -28,7 +28,14 @@ def queue_email(conn: Connection, serial: str, reason: str, change_tag: int, now
 
 def card_by_email(conn: Connection, template_id: str, email: str) -> tuple[str, int] | None:
     """(serial, change tag) of a live card of the template whose holder has this address
-    (compared case-insensitively), the oldest first."""
+    (compared case-insensitively), the oldest first. On PostgreSQL the (template, address) pair
+    is locked until the transaction ends, so two enrolments of one address at once make one card
+    (SQLite's single writer serialises them anyway)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 13))"),
+            {"k": f"enrol:{template_id}:{email.lower()}"},  # ids have no ":"
+        )
     row = conn.execute(
         sa.select(cards.c.serial, cards.c.change_tag)
         .join(holders, holders.c.id == cards.c.holder_id)
