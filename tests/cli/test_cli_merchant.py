@@ -207,3 +207,22 @@ def test_import_refuses_a_file_without_known_columns(db: str, tmp_path: Path) ->
     empty.write_text("")
     assert "empty" in run(db, "import", str(empty), "--template", "coffee").output
     assert run(db, "import", str(path), "--template", "nope").exit_code == 1
+
+
+def test_import_in_several_batches_with_a_progress_bar(db: str, tmp_path: Path) -> None:
+    path = tmp_path / "many.csv"
+    lines = ["name,email,stamps"] + [f"C {i},c{i}@example.com,{i % 9}" for i in range(1_234)]
+    path.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(
+        main,
+        ["import", str(path), "--template", "coffee", "--progress", "--db", db],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "importing" in result.output  # the bar (stderr, mixed in by CliRunner)
+    assert "imported 1234, already imported 0, bad rows 0" in result.output
+    again = run(db, "import", str(path), "--template", "coffee")
+    assert "imported 0, already imported 1234" in again.output
+    assert json.loads(ok(db, "cards", "--json"))["total"] == 1_234
+    journal = json.loads(ok(db, "journal", "--type", "stamps_adjusted", "--json", "--limit", "5"))
+    assert journal["events"] and all(e["actor"] == "import" for e in journal["events"])
