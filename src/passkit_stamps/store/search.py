@@ -164,25 +164,41 @@ def _sort_column(key: str) -> sa.ColumnElement[Any]:
 NULLABLE_SORT_KEYS = ("last_stamp_at", "name")
 
 
-def after_position(
-    key: str, descending: bool, value: Any, serial: str
-) -> sa.ColumnElement[bool]:
-    """Keyset condition: the rows that sort after the row (``value``, ``serial``) in the list's
-    order (:func:`_order`). NOT NULL keys compare as a row value, which both databases answer
-    from the (key, serial) index; NULLs sort last in both directions."""
+@dataclass(frozen=True)
+class Keyset:
+    """The rows after a position of a sorted list, as steps run in order until the page is
+    full: each a condition and the order that walks its index. A nullable key's NULLs sort
+    last: first the non-NULL rows after the position, then the NULL rows."""
+
+    steps: tuple[tuple[tuple[sa.ColumnElement[bool], ...], tuple[Any, ...]], ...]
+
+
+def after_position(key: str, descending: bool, value: Any, serial: str) -> Keyset:
+    """Keyset of the rows that sort after the row (``value``, ``serial``) in the list's order
+    (:func:`_order`). Each step compares as a row value with a plain bound on the key, which
+    both databases answer from the (key, serial) index at any depth."""
     column = _sort_column(key)
-    if key == "serial":
-        return cards.c.serial < serial if descending else cards.c.serial > serial
+    by_serial = cards.c.serial.desc() if descending else cards.c.serial.asc()
     tie = cards.c.serial < serial if descending else cards.c.serial > serial
+    if key == "serial":
+        return Keyset((((tie,), (by_serial,)),))
+    nulls = ((column.is_(None),), (by_serial,))
     if value is None:  # inside the NULLs at the end
-        return sa.and_(column.is_(None), tie)
+        return Keyset((((column.is_(None), tie), (by_serial,)),))
     row = sa.tuple_(column, cards.c.serial)
     # Typed literals: the value binds as the column does (SQLite's text timestamps).
-    position = sa.tuple_(sa.literal(value, column.type), sa.literal(serial, cards.c.serial.type))
-    later = row < position if descending else row > position
+    typed = sa.literal(value, column.type)
+    position = sa.tuple_(typed, sa.literal(serial, cards.c.serial.type))
+    if descending:
+        later = (row < position, column <= typed)
+        order = (column.desc(), by_serial)
+    else:
+        later = (row > position, column >= typed)
+        order = (column.asc(), by_serial)
     if key in NULLABLE_SORT_KEYS:
-        return sa.or_(later, column.is_(None))
-    return later
+        # Without NULLS LAST in the ORDER BY (none pass the bound): the index's own order.
+        return Keyset(((later, order), ((*nulls[0],), nulls[1])))
+    return Keyset(((later, order),))
 
 
 def sort_value(row: Mapping[Any, Any], key: str) -> Any:
@@ -254,7 +270,7 @@ def card_page(
     offset: int,
     limit: int,
     cap: int | None,
-    after: sa.ColumnElement[bool] | None = None,
+    after: Keyset | None = None,
 ) -> CardRows:
     """One page of the live cards matching ``f``, sorted, with the number matching (counted up
     to ``cap`` past nothing when given: ``cap + 1`` means "more than cap").
@@ -263,12 +279,13 @@ def card_page(
     ``limit`` rows with no count (``total`` is -1) at any depth: pass ``limit + 1`` to learn
     whether more follow."""
     if after is not None:
-        keyset = [*_where(f), after]
-        rows = list(
-            conn.execute(
-                _summary_select(keyset, _order(sort_key, descending), 0, limit, f.now)
-            ).mappings()
-        )
+        rows: list[Mapping[Any, Any]] = []
+        for condition, walk in after.steps:
+            wanted = limit - len(rows)
+            if wanted <= 0:
+                break
+            query = _summary_select([*_where(f), *condition], walk, 0, wanted, f.now)
+            rows += conn.execute(query).mappings()
         serials = [r["serial"] for r in rows]
         return CardRows(-1, rows, platforms(conn, serials), vouchers_ready(conn, serials))
     where = _where(f)
