@@ -101,7 +101,9 @@ def serve_in_thread(stub: GoogleStub) -> tuple[str, Any]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(stub.asgi, log_level="warning", lifespan="off", access_log=False)
+        uvicorn.Config(
+            stub.asgi, log_level="warning", lifespan="off", access_log=False, interface="asgi3"
+        )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

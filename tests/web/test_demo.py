@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -9,13 +10,16 @@ from click.testing import CliRunner
 
 from conftest import TEMPLATES  # tests/conftest.py
 from passkit_stamps.cli import main
-from passkit_stamps.engine import Platform
-from passkit_stamps.runtime.demo import DEMO_CARDS, LoggingPushWorker, prepare_demo
+from passkit_stamps.delivery.runner import running_worker
+from passkit_stamps.runtime.demo import DEMO_CARDS, demo_delivery, prepare_demo
+from passkit_stamps.runtime.devpki import make_dev_pki
 from passkit_stamps.service import StampService
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
-async def test_prepare_demo_is_idempotent(store, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+async def test_prepare_demo_is_idempotent(
+    store, caplog: pytest.LogCaptureFixture, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     service = StampService(store)
     serials = await prepare_demo(service, TEMPLATES)
     assert serials == [c.serial for c in DEMO_CARDS]
@@ -27,13 +31,23 @@ async def test_prepare_demo_is_idempotent(store, caplog: pytest.LogCaptureFixtur
     assert await prepare_demo(service, TEMPLATES) == serials
     assert {s: (await service.get_card(s)).card for s in serials} == before
 
-    # A change to a card saved in a wallet queues an update; the worker logs and clears it.
-    await service.record_platform("DEMO-COFFEE-1", Platform.APPLE, True)
+    # The real path: a change to a card on a registered device is pushed over HTTP/2 to the
+    # demo's fake APNs, which logs the push as it received it; the outbox is drained.
+    pki = make_dev_pki(tmp_path / "pki")
+    token = "d3" * 32
+    await service.register_device("demo-phone", token, pki.pass_type_identifier, "DEMO-COFFEE-1")
     await service.add_stamps("DEMO-COFFEE-1", 1)
-    worker = LoggingPushWorker(service)
     with caplog.at_level(logging.INFO, logger="passkit_stamps.web.push"):
-        assert await worker.drain() >= 1
-    assert any("DEMO-COFFEE-1" in r.getMessage() for r in caplog.records)
+        async with demo_delivery(pki) as delivery, running_worker(service, delivery) as worker:
+            for _ in range(200):
+                if worker.metrics.deliveries["apple"]:
+                    break
+                await asyncio.sleep(0.02)
+    pushes = [r.getMessage() for r in caplog.records if "fake APNs received" in r.getMessage()]
+    assert pushes == [
+        f"fake APNs received a push for device token {token[:8]}… topic "
+        f"{pki.pass_type_identifier}: 200 OK"
+    ]
     assert await service.pending_updates() == []
 
 

@@ -17,6 +17,7 @@ import click
 from ..errors import WebConfigError
 from ._signing import load_signing_credentials, signing_options
 from .broadcast import notification_budget_option
+from .worker import WORKER_OPTIONS, delivery_config, serve_delivery_options
 
 ENV = "PASSKIT_STAMPS_"
 _SIGNING_OPTIONS = ("p12", "p12_password", "cert", "key", "key_password", "wwdr")
@@ -117,16 +118,39 @@ _templates = click.option(
 )
 @_demo_dir
 @_templates
+@serve_delivery_options
 def serve_command(**options: Any) -> None:
-    """Serve the pass web service, images, card pages and Google callbacks with uvicorn."""
+    """Serve the pass web service, images, card pages and Google callbacks with uvicorn, and
+    deliver pass updates (APNs pushes, Google objects) from this process unless --no-worker."""
     from ..runtime.serving import ServeOptions, run
 
     secret_key = _secret_key(options.pop("secret_key"))
     signing = {name: options.pop(name) for name in _SIGNING_OPTIONS}
+    worker = not options.pop("no_worker")
+    shared = ("google_issuer_id", "google_service_account")  # the web app's too
+    delivery_settings = {
+        name: options.pop(name) for name in WORKER_OPTIONS if name in options and name not in shared
+    }
     credentials = None
+    delivery = None
     if not options["demo"]:  # the demo makes development credentials
         credentials = load_signing_credentials(**signing)
-    run(ServeOptions(**options, secret_key=secret_key, credentials=credentials))
+        if worker:
+            delivery_settings["google_issuer_id"] = options["google_issuer_id"]
+            delivery_settings["google_service_account"] = options["google_service_account"]
+            base = (options["public_url"] or "").rstrip("/") + options["mount_path"]
+            delivery = delivery_config(
+                delivery_settings, signing, public_url=base or None, credentials=credentials
+            )
+    run(
+        ServeOptions(
+            **options,
+            secret_key=secret_key,
+            credentials=credentials,
+            worker=worker,
+            delivery=delivery,
+        )
+    )
 
 
 @click.command("demo")

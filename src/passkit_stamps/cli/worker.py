@@ -43,8 +43,35 @@ def _address(value: str | None, option: str) -> tuple[str, int] | None:
 
 
 def delivery_options(command: Any) -> Any:
-    """The options ``worker`` and ``serve`` share (APNs, Google, tuning, metrics)."""
+    """The options of ``worker`` (APNs, Google, tuning, metrics)."""
+    return _delivery_options(command, google_account=True)
+
+
+def serve_delivery_options(command: Any) -> Any:
+    """The same for ``serve``, which has its own --google-issuer-id and
+    --google-service-account (shared with the web app), plus --no-worker."""
+    command = click.option(
+        "--no-worker",
+        envvar=_env("no_worker"),
+        is_flag=True,
+        help="Do not run the delivery worker in this process (run `passkit-stamps worker`).",
+    )(command)
+    return _delivery_options(command, google_account=False)
+
+
+def _delivery_options(command: Any, *, google_account: bool) -> Any:
     path = click.Path(dir_okay=False, path_type=Path)
+    google_pair = [
+        click.option(
+            "--google-issuer-id", envvar=_env("google_issuer_id"), help="Google issuer id."
+        ),
+        click.option(
+            "--google-service-account",
+            envvar=_env("google_service_account"),
+            type=path,
+            help="Google service account key file (JSON).",
+        ),
+    ]
     options = [
         click.option(
             "--pass-type-id",
@@ -67,15 +94,7 @@ def delivery_options(command: Any) -> Any:
         click.option(
             "--no-apple", envvar=_env("no_apple"), is_flag=True, help="Do not push to Apple."
         ),
-        click.option(
-            "--google-issuer-id", envvar=_env("google_issuer_id"), help="Google issuer id."
-        ),
-        click.option(
-            "--google-service-account",
-            envvar=_env("google_service_account"),
-            type=path,
-            help="Google service account key file (JSON).",
-        ),
+        *google_pair,
         click.option(
             "--google-image-base-url",
             envvar=_env("google_image_base_url"),
@@ -131,12 +150,15 @@ def delivery_options(command: Any) -> Any:
             help="Serve Prometheus text at http://HOST:PORT/metrics (off by default).",
         ),
     ]
+    if not google_account:
+        options = [o for o in options if o not in google_pair]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-_DELIVERY = (
+#: The option names ``delivery_config`` reads.
+WORKER_OPTIONS = _DELIVERY = (
     "pass_type_id",
     "apns_key",
     "apns_key_id",
@@ -171,7 +193,7 @@ def delivery_config(
     from ..service.delivery import RetryPolicy
     from .push import _host_port
 
-    o = {name: options.pop(name) for name in _DELIVERY}
+    o = {name: options.pop(name, None) for name in _DELIVERY}
     apple = None
     if not o["no_apple"]:
         host, port = _host_port(o["apns_host"])

@@ -1,4 +1,5 @@
-"""The served demo: sample templates published, a few sample cards, pushes logged not sent.
+"""The served demo: sample templates published, a few sample cards, and the real delivery
+path: the worker pushes over HTTP/2 to a fake APNs on loopback, which logs what it receives.
 
 :func:`prepare_demo` is idempotent: restarting the demo finds the cards it made before and leaves
 them (and whatever was done to them since) as they are.
@@ -9,14 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CardNotFoundError
 from ..model import TEMPLATE_FILE, CardTemplate, Holder
 from ..service import StampService, utcnow
+
+if TYPE_CHECKING:
+    from ..delivery.runner import DeliveryConfig
+    from ..testing import FakeAPNs
+    from .devpki import DevPKI
 
 logger = logging.getLogger(__name__)
 push_logger = logging.getLogger("passkit_stamps.web.push")
@@ -108,62 +116,55 @@ async def _issue(service: StampService, demo: DemoCard) -> None:
     logger.info("issued demo card %s", demo.serial)
 
 
-class LoggingPushWorker:
-    """Consumes the outbox and logs what a push worker would send (no APNs or Google calls).
+@asynccontextmanager
+async def demo_delivery(
+    pki: DevPKI, *, poll_interval: float = 0.5
+) -> AsyncIterator[DeliveryConfig]:
+    """The demo's real delivery path: a fake APNs on loopback (``passkit_stamps.testing``) that
+    requires the development Pass Type ID certificate like APNs does, and the settings for a
+    worker that sends real HTTP/2 pushes to it. Each push is logged as the fake received it
+    (logger ``passkit_stamps.web.push``: token, topic, status)."""
+    from ..delivery.runner import AppleDelivery, DeliveryConfig
+    from ..testing import FakeAPNs
 
-    Stands in for the real senders when no push credentials are configured, so the demo's
-    outbox does not grow and an integrator sees which devices a change would reach.
-    """
-
-    def __init__(self, service: StampService, *, interval: float = 1.0) -> None:
-        self.service = service
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
-        self.delivered = 0
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    async with FakeAPNs(client_ca_pem=pki.wwdr_cert.read_bytes()) as apns:
+        logger.info("fake APNs listening on %s:%d", apns.host, apns.port)
+        log = PushLog(apns)
+        tail = asyncio.get_running_loop().create_task(log.follow())
+        try:
+            yield DeliveryConfig(
+                apple=AppleDelivery(
+                    credentials=pki.credentials(), host=apns.host, port=apns.port, ca=apns.ca_file
+                ),
+                poll_interval=poll_interval,
+            )
+        finally:
+            tail.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await tail
+            log.flush()
 
-    async def drain(self) -> int:
-        """Log and remove every pending update; how many there were."""
-        total = 0
-        while entries := await self.service.pending_updates(limit=100):
-            for entry in entries:
-                silent = ", silent" if entry.silent else ""
-                if entry.platform.value == "apple":
-                    tokens = await self.service.push_tokens(entry.serial)
-                    push_logger.info(
-                        "would push card %s (%s%s) to %d Apple device(s)%s",
-                        entry.serial,
-                        entry.reason,
-                        silent,
-                        len(tokens),
-                        "".join(f" {t[:8]}…" for t in tokens),
-                    )
-                else:
-                    push_logger.info(
-                        "would update the %s pass of card %s (%s%s)",
-                        entry.platform.value,
-                        entry.serial,
-                        entry.reason,
-                        silent,
-                    )
-            total += await self.service.complete_updates(e.id for e in entries)
-        self.delivered += total
-        return total
 
-    async def _run(self) -> None:
+class PushLog:
+    """Logs each push a fake APNs received, once."""
+
+    def __init__(self, apns: FakeAPNs) -> None:
+        self.apns = apns
+        self.seen = 0
+
+    def flush(self) -> None:
+        pushes = self.apns.pushes
+        for push in pushes[self.seen :]:
+            push_logger.info(
+                "fake APNs received a push for device token %s… topic %s: %d %s",
+                push.token[:8],
+                push.topic,
+                push.status,
+                push.reason or "OK",
+            )
+        self.seen = len(pushes)
+
+    async def follow(self, interval: float = 0.1) -> None:
         while True:
-            try:
-                await self.drain()
-            except Exception:  # keep the demo running; the next round retries
-                logger.exception("demo push worker failed")
-            await asyncio.sleep(self.interval)
+            self.flush()
+            await asyncio.sleep(interval)

@@ -19,6 +19,8 @@ from ..web.config import GoogleWebConfig, WebConfig
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from ..delivery.runner import DeliveryConfig
+
 logger = logging.getLogger(__name__)
 
 
@@ -44,6 +46,10 @@ class ServeOptions:
     templates_dir: Path = Path("templates")
     #: Notified updates per card per 24 h (``--notification-budget``).
     notification_budget: int = 3
+    #: Run the delivery worker in this process (``--no-worker`` turns it off), with these
+    #: settings (APNs, Google; the demo makes its own: a fake APNs on loopback).
+    worker: bool = True
+    delivery: DeliveryConfig | None = None
 
 
 def web_config(options: ServeOptions, credentials: SigningCredentials) -> WebConfig:
@@ -140,13 +146,14 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
     """Open the store, build the app and run uvicorn (and, for the demo, the push logger)."""
     import uvicorn
 
+    from ..delivery.runner import running_worker
     from ..service import StampService
     from ..store.store import Store
     from ..web.app import create_app
-    from .demo import LoggingPushWorker, prepare_demo
+    from .demo import demo_delivery, prepare_demo
     from .headlimit import uvicorn_limits
 
-    worker: LoggingPushWorker | None = None
+    stack = contextlib.AsyncExitStack()
     if options.demo:
         from .devpki import make_dev_pki
 
@@ -178,9 +185,12 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
         app = create_app(service, credentials, config)
         if options.demo:
             serials = await prepare_demo(service, options.templates_dir)
-            worker = LoggingPushWorker(service)
-            worker.start()
+            if options.worker:
+                delivery = await stack.enter_async_context(demo_delivery(pki))
+                await stack.enter_async_context(running_worker(service, delivery))
             _print_demo(config, serials, db)
+        elif options.worker and options.delivery is not None:
+            await stack.enter_async_context(running_worker(service, options.delivery))
         server = uvicorn.Server(
             uvicorn.Config(
                 mounted(app, config.mount_path),
@@ -201,8 +211,7 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
             asyncio.get_running_loop().create_task(_signal_ready(server, ready))
         await server.serve()
     finally:
-        if worker is not None:
-            await worker.stop()
+        await stack.aclose()  # the worker stops before the store closes
         await store.close()
 
 
@@ -224,5 +233,5 @@ def _print_demo(config: WebConfig, serials: list[str], db: str) -> None:
         lines.append(f"  {' ' * len(serial)}  .pkpass: {url}/pass.pkpass")
     lines.append(f"Web service URL of the passes: {config.web_service_url}")
     lines.append(f"Stamp a card from another shell: passkit-stamps stamp --db {db} <serial>")
-    lines.append("(pushes are logged, not sent). Ctrl-C stops.")
+    lines.append("(pushes go to a fake APNs on this machine; the log shows each). Ctrl-C stops.")
     print("\n".join(lines), flush=True)

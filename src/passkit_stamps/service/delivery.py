@@ -54,7 +54,8 @@ class RetryPolicy:
 
     def delay(self, attempts: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt."""
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** min(max(attempts, 1) - 1, 40))
+        doubling = float(2 ** min(max(attempts, 1) - 1, 40))
+        ceiling = min(self.backoff_max, self.backoff_base * doubling)
         return ceiling / 2 + rand() * ceiling / 2
 
 
