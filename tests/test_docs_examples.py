@@ -8,7 +8,8 @@ environment variables the examples read. Top-level ``await`` is allowed (one eve
 file). A block preceded by ``<!-- example: skip <reason> -->`` is not run: for code that needs
 a server, Google's API or a framework that is not a dependency; keep those rare.
 
-docs/testing.md and docs/push.md have their own runner (tests/apns/test_docs_testing.py).
+docs/testing.md and docs/push.md (tests/apns/test_docs_testing.py) and docs/merchant.md
+(tests/mail/test_docs_merchant.py) have their own runners.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from conftest import ROOT, TEMPLATES  # tests/conftest.py
 from passkit_stamps.runtime.devpki import make_dev_pki
 
 #: Docs with their own example runner.
-OWN_RUNNER = {"testing.md", "push.md"}
+OWN_RUNNER = {"testing.md", "push.md", "merchant.md"}
 #: The README's example spells its password out ("secret"); the others read the environment.
 P12_PASSWORD = "secret"
 
