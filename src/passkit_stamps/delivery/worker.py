@@ -128,6 +128,7 @@ class DeliveryWorker:
         owner: str | None = None,
         sweep: Callable[[], Awaitable[object]] | None = None,
         sweep_interval: float = 60.0,
+        concurrency: int = 2,
     ) -> None:
         self.service = service
         self.senders = {s.platform: s for s in senders}
@@ -143,6 +144,8 @@ class DeliveryWorker:
         #: The expiry sweep (the service's), run every ``sweep_interval`` seconds when given.
         self.sweep = sweep
         self.sweep_interval = sweep_interval
+        #: Batches in flight at once (claims overlap the previous batch's pushes).
+        self.concurrency = max(1, concurrency)
         self._paused_until: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -170,49 +173,62 @@ class DeliveryWorker:
             self._task = None
 
     async def run(self) -> None:
-        """Deliver until cancelled."""
+        """Deliver until cancelled: ``concurrency`` lanes claim and send side by side (one
+        batch's pushes are in flight while the next is claimed), and housekeeping (the expiry
+        sweep, the queue figures, the log line) runs beside them."""
         self._loop = asyncio.get_running_loop()
         remove = store_outbox.on_outbox_write(self.wake)
-        next_stats = next_log = next_sweep = 0.0
-        woken = time.monotonic()
+        lanes: list[asyncio.Task[None]] = []
         try:
             async with store_outbox.listen_outbox(self.service.store.engine, self.wake):
                 logger.info(
                     "delivery worker %s: %s", self.owner, ", ".join(sorted(self.senders)) or "-"
                 )
-                while True:
-                    self._wake.clear()
-                    now = time.monotonic()
-                    if self.sweep is not None and now >= next_sweep:
-                        next_sweep = now + self.sweep_interval
-                        await self._guard(self.sweep(), "expiry sweep")
-                    try:
-                        busy = await self.run_once()
-                    except Exception:  # the store is down, a bug: log, wait, go on
-                        logger.exception("delivery round failed; retrying")
-                        busy = 0
-                        await asyncio.sleep(self.poll_interval)
-                    now = time.monotonic()
-                    if now >= next_stats:
-                        next_stats = now + self.stats_interval
-                        await self._guard(self.refresh_stats(), "outbox stats")
-                    if now >= next_log:
-                        next_log = now + self.log_interval
-                        logger.info("%s", self.metrics.summary())
-                    if busy:
-                        continue  # more may be due: claim again at once
-                    # After a wake-up, poll quickly for a while: on PostgreSQL a row is claimed
-                    # only once its change is below the visible horizon (store/changes.py),
-                    # which a transaction running elsewhere can hold back for a moment.
-                    quick = time.monotonic() - woken < RECHECK_WINDOW
-                    timeout = (
-                        min(self.poll_interval, RECHECK_INTERVAL) if quick else self.poll_interval
-                    )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout)
-                        woken = time.monotonic()
+                lanes = [self._loop.create_task(self._lane()) for _ in range(self.concurrency)]
+                await self._housekeeping()
         finally:
+            for lane in lanes:
+                lane.cancel()
+            for lane in lanes:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane
             remove()
+
+    async def _housekeeping(self) -> None:
+        next_stats = next_log = next_sweep = 0.0
+        while True:
+            now = time.monotonic()
+            if self.sweep is not None and now >= next_sweep:
+                next_sweep = now + self.sweep_interval
+                await self._guard(self.sweep(), "expiry sweep")
+            if now >= next_stats:
+                next_stats = now + self.stats_interval
+                await self._guard(self.refresh_stats(), "outbox stats")
+            if now >= next_log:
+                next_log = now + self.log_interval
+                logger.info("%s", self.metrics.summary())
+            await asyncio.sleep(min(1.0, self.stats_interval, self.log_interval))
+
+    async def _lane(self) -> None:
+        woken = time.monotonic()
+        while True:
+            self._wake.clear()
+            try:
+                busy = await self.run_once()
+            except Exception:  # the store is down, a bug: log, wait, go on
+                logger.exception("delivery round failed; retrying")
+                busy = 0
+                await asyncio.sleep(self.poll_interval)
+            if busy:
+                continue  # more may be due: claim again at once
+            # After a wake-up, poll quickly for a while: on PostgreSQL a row is claimed only
+            # once its change is below the visible horizon (store/changes.py), which a
+            # transaction running elsewhere can hold back for a moment.
+            quick = time.monotonic() - woken < RECHECK_WINDOW
+            timeout = min(self.poll_interval, RECHECK_INTERVAL) if quick else self.poll_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+                woken = time.monotonic()
 
     async def _guard(self, work: Awaitable[object], what: str) -> None:
         try:
