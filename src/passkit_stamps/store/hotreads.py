@@ -77,7 +77,9 @@ Row = Sequence[Any]
 class _Compiled:
     """One statement as the driver takes it: SQL text, parameter order, column converters."""
 
-    def __init__(self, statement: sa.Select[Any], dialect: sa.Dialect) -> None:
+    def __init__(
+        self, statement: sa.Select[Any] | sa.CompoundSelect[Any], dialect: sa.Dialect
+    ) -> None:
         self.statement = statement
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
