@@ -158,3 +158,20 @@ async def test_claims_take_the_oldest_rows_first(service: StampService, limit: i
     await settled(service.store)
     claimed = await service.claim_deliveries("w", limit=limit)
     assert [d.serial for d in claimed] == serials[:limit]
+
+
+async def test_the_worker_sweeps_expired_cards_through_the_service(
+    service: StampService, clock: Clock
+) -> None:
+    from passkit_stamps.delivery.runner import _expiry_sweep
+
+    serial = await _card_in_wallets(service, Platform.GOOGLE)
+    await service.add_stamps(serial, 1)
+    sweep = _expiry_sweep(service)
+    assert sweep is not None
+    assert await sweep() == 0
+    clock.advance(days=400)  # coffee cards expire 365 days after the last stamp
+    assert await sweep() == 1
+    assert (await service.get_card(serial)).card.state.value == "expired"
+    rows = await claim_visible(service, "w", want=2)
+    assert [r.reason for r in rows][-1:] and all(r.platform == "google" for r in rows)

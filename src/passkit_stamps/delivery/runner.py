@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -67,13 +67,28 @@ class DeliveryConfig:
     on_push: Callable[[PushResult, Any], None] | None = None
 
 
-def _expiry_sweep(service: StampService) -> Callable[[], Any] | None:
-    """The notification helper's expiry sweep, when the service has one (issue 10)."""
-    for name in ("sweep_expired", "expire_cards", "sweep_expiry"):
-        found = getattr(service, name, None)
-        if callable(found):
-            return found  # type: ignore[no-any-return]
-    return None
+def _expiry_sweep(service: StampService) -> Callable[[], Awaitable[int]] | None:
+    """The service's expiry sweep (``expire_due``, docs/push.md "Expiry"), called until a round
+    expires fewer cards than its limit; None when the service has none."""
+    expire_due = getattr(service, "expire_due", None)
+    if not callable(expire_due):
+        return None
+
+    async def sweep() -> int:
+        total = 0
+        while True:
+            expired = await expire_due(limit=EXPIRY_BATCH)
+            total += len(expired)
+            if len(expired) < EXPIRY_BATCH:
+                if total:
+                    logger.info("expired %d card(s)", total)
+                return total
+
+    return sweep
+
+
+#: Cards one expiry transaction takes.
+EXPIRY_BATCH = 500
 
 
 @asynccontextmanager
