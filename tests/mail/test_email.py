@@ -14,7 +14,7 @@ from passkit_stamps.errors import EmailConfigError
 from passkit_stamps.model import Holder
 from passkit_stamps.service import StampService
 
-from .conftest import SmtpServer, free_port
+from .conftest import SmtpServer, TlsSmtp, free_port
 
 BASE = "https://stamps.example.com/wallet/cards/"
 
@@ -201,3 +201,18 @@ async def test_simultaneous_enrolments_of_one_address_make_one_card(
     assert sum(r.change is not None for r in results) == 1
     assert (await service.list_cards(template_id="coffee")).total == 1
     assert len(await service.pending_email()) == 5  # one link, four "you already have one"
+
+
+async def test_starttls_and_smtps_with_auth(service: StampService, tls_smtp: TlsSmtp) -> None:
+    await service.enrol("coffee", Holder(name="A", email="a@example.com"))
+    where = f"shop:p%40ss%20word@127.0.0.1:{tls_smtp.port}/?from=s@x.example"
+    url = f"smtps://{where}" if tls_smtp.kind == "smtps" else f"smtp://{where}&starttls=1"
+    # Without STARTTLS the server refuses (it requires it): kept for a retry.
+    if tls_smtp.kind == "starttls":
+        plain = SmtpConfig.from_url(f"smtp://{where}")
+        report = await deliver_pending_email(service, EmailSender(plain), card_url)
+        assert report.retrying == 1
+    config = SmtpConfig.from_url(url, tls_context=tls_smtp.client_context)
+    report = await deliver_pending_email(service, EmailSender(config), card_url)
+    assert report.sent == 1
+    assert len(tls_smtp.recorder.messages) == 1

@@ -175,8 +175,9 @@ class EmailSender:
                 f"the SMTP server refused ({exc.code}) for {_redact(recipient)}"
             ) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # Unreachable, timed out, TLS refused, no AUTH offered: nothing names the recipient.
             raise EmailRetryableError(
-                f"the SMTP server {c.host}:{c.port} is unreachable ({type(exc).__name__})"
+                f"sending through {c.host}:{c.port} failed ({type(exc).__name__}: {exc})"[:300]
             ) from None
 
 

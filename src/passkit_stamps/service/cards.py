@@ -240,7 +240,7 @@ class CardOperations(ServiceCore):
                 store_campaigns.set_message_id(conn, change.card.serial, f"m{sent[0].id}")
             if email and sent and change.card.holder.email is not None:
                 reason = f"message_sent:{sent[0].id}"
-                store_email.queue_email(conn, change.card.serial, reason, change.change_tag, now)
+                store_email.queue_email(conn, change.card.serial, reason, now)
 
         return await self._operate(
             "send_message",

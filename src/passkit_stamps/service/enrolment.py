@@ -62,7 +62,7 @@ class EnrolmentOperations(ServiceCore):
             if one_card_per_email and holder.email is not None:
                 found = store_email.card_by_email(conn, template_id, holder.email)
                 if found is not None:
-                    store_email.queue_email(conn, found[0], EXISTING_CARD, found[1], now)
+                    store_email.queue_email(conn, found, EXISTING_CARD, now)
                     return EnrolResult(None, emailed=True)
             outcome = engine.issue_card(template, holder, now=now, language=language)
             holder_id = store_cards.insert_holder(conn, holder, now)
@@ -73,7 +73,7 @@ class EnrolmentOperations(ServiceCore):
             store_cards.insert_card(conn, outcome.card, holder_id, change_tag=tag, now=now)
             emailed = send_link and holder.email is not None
             if emailed:
-                store_email.queue_email(conn, outcome.card.serial, CARD_LINK, tag, now)
+                store_email.queue_email(conn, outcome.card.serial, CARD_LINK, now)
             change = Change(
                 card=outcome.card,
                 events=entries(outcome.events, ids, template, actor, outcome.card.holder),

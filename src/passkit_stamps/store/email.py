@@ -21,13 +21,15 @@ from .schema import cards, holders, outbox
 EMAIL = "email"
 
 
-def queue_email(conn: Connection, serial: str, reason: str, change_tag: int, now: datetime) -> None:
-    """One e-mail to the holder of ``serial`` (in the caller's transaction)."""
-    insert_outbox(conn, [outbox_row(serial, EMAIL, reason, False, change_tag, now)])
+def queue_email(conn: Connection, serial: str, reason: str, now: datetime) -> None:
+    """One e-mail to the holder of ``serial`` (in the caller's transaction). Change tag 0: no
+    device waits for an e-mail, so the dispatcher's wait for a pass change to become visible
+    (PostgreSQL's horizon, store/changes.py) must not hold it back."""
+    insert_outbox(conn, [outbox_row(serial, EMAIL, reason, False, 0, now)])
 
 
-def card_by_email(conn: Connection, template_id: str, email: str) -> tuple[str, int] | None:
-    """(serial, change tag) of a live card of the template whose holder has this address
+def card_by_email(conn: Connection, template_id: str, email: str) -> str | None:
+    """The serial of a live card of the template whose holder has this address
     (compared case-insensitively), the oldest first. On PostgreSQL the (template, address) pair
     is locked until the transaction ends, so two enrolments of one address at once make one card
     (SQLite's single writer serialises them anyway)."""
@@ -37,7 +39,7 @@ def card_by_email(conn: Connection, template_id: str, email: str) -> tuple[str, 
             {"k": f"enrol:{template_id}:{email.lower()}"},  # ids have no ":"
         )
     row = conn.execute(
-        sa.select(cards.c.serial, cards.c.change_tag)
+        sa.select(cards.c.serial)
         .join(holders, holders.c.id == cards.c.holder_id)
         .where(
             cards.c.template_id == template_id,
@@ -48,7 +50,7 @@ def card_by_email(conn: Connection, template_id: str, email: str) -> tuple[str, 
         .order_by(cards.c.created_at, cards.c.serial)
         .limit(1)
     ).first()
-    return None if row is None else (row.serial, int(row.change_tag))
+    return None if row is None else str(row.serial)
 
 
 def pending_email(conn: Connection, limit: int) -> list[Mapping[Any, Any]]:
