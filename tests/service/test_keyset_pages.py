@@ -15,6 +15,7 @@ from passkit_stamps.errors import CardInputError, CardNotFoundError
 from passkit_stamps.model import Holder
 from passkit_stamps.service import StampService, cursors
 from passkit_stamps.service.reads import SORT_KEYS
+from passkit_stamps.service.results import CardSummary
 
 
 async def _seed(service: StampService) -> list[str]:
@@ -26,6 +27,9 @@ async def _seed(service: StampService) -> list[str]:
         serial = (await service.issue_card("coffee", holder)).card.serial
         if i % 3:
             await service.add_stamps(serial, 1 + i % 2)
+        if i % 4 == 1:  # saved in a wallet, a voucher ready: the page's other columns
+            await service.record_platform(serial, "apple", True)
+            await service.issue_coupon(serial, "Cake")
         serials.append(serial)
     return serials
 
@@ -34,16 +38,17 @@ async def test_cursor_pages_walk_the_list_as_offset_pages_do(service: StampServi
     serials = await _seed(service)
     for key in SORT_KEYS:
         for sort in (key, "-" + key):
-            expected = [c.serial for c in (await service.list_cards(sort=sort, limit=500)).items]
-            assert sorted(expected) == sorted(serials)
-            walked: list[str] = []
+            expected = list((await service.list_cards(sort=sort, limit=500)).items)
+            assert sorted(c.serial for c in expected) == sorted(serials)
+            assert any(c.platforms for c in expected) and any(c.vouchers_ready for c in expected)
+            walked: list[CardSummary] = []
             page = await service.list_cards(sort=sort, limit=4)
-            walked += [c.serial for c in page.items]
+            walked += page.items
             while page.next_cursor is not None:
                 assert page.has_more
                 page = await service.list_cards(sort=sort, limit=4, cursor=page.next_cursor)
                 assert page.total == -1
-                walked += [c.serial for c in page.items]
+                walked += page.items
             assert not page.has_more
             assert walked == expected, sort
 

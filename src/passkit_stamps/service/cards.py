@@ -395,15 +395,14 @@ class CardOperations(ServiceCore):
                 notified = True
         if card.holder != stored.card.holder:
             store_cards.update_holder(conn, stored.holder_id, card.holder)
-        # No lock (PostgreSQL: this transaction's id; SQLite: the single writer's counter) and
-        # a Last-Modified after the previous version's: store/changes.py.
-        tag = store_journal.next_change_tag(conn)
-        store_cards.update_card(
+        # The transaction's change tag, taken by the card's UPDATE (no lock: PostgreSQL's
+        # transaction id, SQLite's single writer's counter) and a Last-Modified after the
+        # previous version's: store/changes.py.
+        tag = store_cards.update_card(
             conn,
             stored.card,
             card,
             stored.holder_id,
-            change_tag=tag,
             now=now,
             previous=stored.updated_at,
             deleted_at=deleted_at,

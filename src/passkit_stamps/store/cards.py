@@ -186,15 +186,17 @@ def update_card(
     new: Card,
     holder_id: int,
     *,
-    change_tag: int,
+    change_tag: int | None = None,
     now: datetime,
     previous: datetime,
     deleted_at: datetime | None = None,
     notified: bool = False,
-) -> datetime:
-    """Write the card's new version; its ``updated_at`` (Last-Modified), which is ``now`` or,
-    when the clock has not moved past ``previous`` (the stored ``updated_at``, read under the
-    card's lock) by a step, one step after it (:func:`.changes.next_change_time`)."""
+) -> int:
+    """Write the card's new version and return its change tag: ``change_tag``, or when None
+    this transaction's (:mod:`.changes`; on PostgreSQL made by the UPDATE itself, so it costs
+    no round trip of its own). Its ``updated_at`` (Last-Modified) is ``now`` or, when the clock
+    has not moved past ``previous`` (the stored ``updated_at``, read under the card's lock) by a
+    step, one step after it (:func:`.changes.next_change_time`)."""
     values = codec.card_row(new, holder_id)
     values["b_serial"] = values.pop("serial")
     del values["holder_id"]  # never changes
@@ -202,17 +204,22 @@ def update_card(
         # Unchanged: leaving it out of SET spares its index entries and the search trigger.
         del values["search_text"]
     changed_at = changes.next_change_time(previous, now)
-    values.update(change_tag=change_tag, updated_at=changed_at, notified=notified)
+    values.update(updated_at=changed_at, notified=notified)
     if deleted_at is not None:
         values["deleted_at"] = deleted_at
     # The SET clause comes from the parameter names; SQLAlchemy caches the compiled form per
     # name set, so no statement is built per call.
-    conn.execute(_UPDATE_CARD, values)
+    if change_tag is None and conn.dialect.name == "postgresql":
+        tag = int(conn.execute(_UPDATE_CARD_TAGGED, values).scalar_one())
+    else:
+        tag = changes.next_change_tag(conn) if change_tag is None else change_tag
+        conn.execute(_UPDATE_CARD, {**values, "change_tag": tag})
     write_vouchers(conn, new.serial, old.vouchers, new.vouchers)
-    return changed_at
+    return tag
 
 
 _UPDATE_CARD = cards.update().where(cards.c.serial == sa.bindparam("b_serial"))
+_UPDATE_CARD_TAGGED = _UPDATE_CARD.values(change_tag=changes.PG_TAG).returning(cards.c.change_tag)
 _UPDATE_VOUCHER = vouchers.update().where(
     vouchers.c.serial == sa.bindparam("b_serial"), vouchers.c.code == sa.bindparam("b_code")
 )
