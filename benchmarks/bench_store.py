@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+if not os.environ.get("PYTHONPATH"):  # PYTHONPATH=/work/baseline/src: measure that checkout
+    sys.path.insert(0, str(ROOT / "src"))
 
 from passkit_stamps.engine import new_serial, new_token  # noqa: E402
 from passkit_stamps.model import CardTemplate  # noqa: E402
