@@ -122,8 +122,7 @@ def _row(
     stamps = int(stamps_text)
     if stamps > template.stamps_required:
         return ImportRowError(
-            f"line {line}: stamps: {stamps} is more than the card's "
-            f"{template.stamps_required}"
+            f"line {line}: stamps: {stamps} is more than the card's {template.stamps_required}"
         )
     serial = get("serial") or None
     if serial is not None and not is_valid_serial(serial):
