@@ -233,14 +233,14 @@ def claim(
     ids = list(conn.scalars(query))
     if not ids:
         return []
-    conn.execute(
+    # One statement leases and returns the rows (UPDATE ... RETURNING: SQLite 3.35+, PostgreSQL).
+    rows = conn.execute(
         outbox.update()
         .where(outbox.c.id.in_(ids))
         .values(lease_owner=owner, lease_until=lease_until, attempts=outbox.c.attempts + 1)
-    )
-    return list(
-        conn.execute(sa.select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id)).mappings()
-    )
+        .returning(*outbox.c)
+    ).mappings()
+    return sorted(rows, key=lambda row: int(row["id"]))
 
 
 def acknowledge(conn: Connection, ids: Sequence[int]) -> int:
