@@ -201,6 +201,7 @@ async def drain_run(
                     concurrency=concurrency,
                 )
                 t0 = time.perf_counter()
+                cpu0 = time.process_time()
                 worker.start()
                 while worker.metrics.rows["apple"] < n:
                     await asyncio.sleep(0.05)
@@ -208,6 +209,7 @@ async def drain_run(
                     if time.perf_counter() - t0 > 600:
                         raise RuntimeError(f"drain stuck at {worker.metrics.rows['apple']} of {n}")
                 drain = time.perf_counter() - t0
+                cpu = time.process_time() - cpu0
                 await worker.stop()
     finally:
         out = fake.stop()
@@ -215,6 +217,8 @@ async def drain_run(
         "enqueue_s": enqueue,
         "drain_s": drain,
         "rate": n / drain,
+        "cpu_s": cpu,
+        "cards_per_cpu_s": n / cpu,
         "rss_before": rss_before,
         "rss_peak": peak,
         "fake": out.strip().splitlines()[-1] if out.strip() else "",
@@ -349,7 +353,8 @@ def main() -> None:
                 f"{kind:10} drain {args.cards} cards: enqueue "
                 f"{spread([r['enqueue_s'] for r in runs], '{:.1f}')} s, drain "
                 f"{spread([r['drain_s'] for r in runs], '{:.1f}')} s = "
-                f"{spread([r['rate'] for r in runs])} cards/s, RSS "
+                f"{spread([r['rate'] for r in runs])} cards/s "
+                f"({spread([r['cards_per_cpu_s'] for r in runs])} per CPU second), RSS "
                 f"{spread([r['rss_before'] for r in runs])} -> "
                 f"{spread([r['rss_peak'] for r in runs])} MiB peak",
                 flush=True,
