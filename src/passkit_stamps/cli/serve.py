@@ -118,6 +118,14 @@ _templates = click.option(
 )
 @_demo_dir
 @_templates
+@click.option(
+    "--workers",
+    envvar=_env("workers"),
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes sharing the port (SO_REUSEPORT); use a PostgreSQL store.",
+)
 @serve_delivery_options
 def serve_command(**options: Any) -> None:
     """Serve the pass web service, images, card pages and Google callbacks with uvicorn, and

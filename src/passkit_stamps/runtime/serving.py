@@ -50,6 +50,11 @@ class ServeOptions:
     #: settings (APNs, Google; the demo makes its own: a fake APNs on loopback).
     worker: bool = True
     delivery: DeliveryConfig | None = None
+    #: Server processes sharing the port (``--workers``; SO_REUSEPORT, Linux and BSD), each with
+    #: its own store pool; the store keeps them consistent (docs/deployment.md).
+    workers: int = 1
+    #: Bind with SO_REUSEPORT (set in each process of ``workers``).
+    reuse_port: bool = False
 
 
 def web_config(options: ServeOptions, credentials: SigningCredentials) -> WebConfig:
@@ -126,10 +131,64 @@ def demo_secret_key(demo_dir: Path) -> bytes:
 
 
 def run(options: ServeOptions) -> None:
-    """Serve until interrupted (on uvloop where it is installed)."""
+    """Serve until interrupted (on uvloop where it is installed); with ``workers`` > 1, in that
+    many processes on one port."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if options.workers > 1:
+        _run_workers(options)
+        return
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(serve(options))
+
+
+def _run_workers(options: ServeOptions) -> None:
+    """Fork ``workers`` processes, each serving on its own SO_REUSEPORT socket bound to the same
+    port (the kernel spreads connections); forward SIGINT/SIGTERM to them and wait. Forked (not
+    spawned): the loaded signing credentials are not picklable, and no loop or thread runs yet.
+    One process ending with an error stops the others."""
+    import multiprocessing
+    import signal
+    from dataclasses import replace
+
+    if options.demo:
+        raise WebConfigError("--workers cannot be used with the demo (one SQLite file)")
+    context = multiprocessing.get_context("fork")
+    one = replace(options, workers=1, reuse_port=True)
+    children = [
+        context.Process(target=run, args=(one,), daemon=False) for _ in range(options.workers)
+    ]
+    for child in children:
+        child.start()
+
+    def stop(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while any(child.is_alive() for child in children):
+        for child in children:
+            child.join(0.2)
+            if child.exitcode not in (None, 0):
+                stop(signal.SIGTERM, None)
+    failed = [c.exitcode for c in children if c.exitcode]
+    if failed:
+        raise SystemExit(1)
+
+
+def _reuse_port_socket(host: str, port: int) -> object:
+    """A listening socket with SO_REUSEPORT: several processes bind the same port."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -209,7 +268,11 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
         )
         if ready is not None:
             asyncio.get_running_loop().create_task(_signal_ready(server, ready))
-        await server.serve()
+        if options.reuse_port:
+            sock = _reuse_port_socket(options.host, options.port)
+            await server.serve(sockets=[sock])  # type: ignore[list-item]
+        else:
+            await server.serve()
     finally:
         await stack.aclose()  # the worker stops before the store closes
         await store.close()
