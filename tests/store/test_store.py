@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from passkit_stamps.errors import StoreError
 from passkit_stamps.model import CardTemplate, Holder
 from passkit_stamps.service import StampService
-from passkit_stamps.store import SCHEMA_VERSION, Store, normalize_url
+from passkit_stamps.store import SCHEMA_VERSION, Store, normalize_url, schema
 from passkit_stamps.store.schema import schema_version
 
 
@@ -95,22 +95,34 @@ async def test_upgrade_from_schema_1_indexes_existing_cards_for_search(
     tmp_path: Path, coffee: CardTemplate
 ) -> None:
     """A database written by schema 1 (no FTS table) gets the search index, filled, on open."""
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    async with await Store.open(url) as store:
+    full = tmp_path / "full.db"
+    async with await Store.open(f"sqlite:///{full}") as store:
         service = StampService(store)
         await service.publish_template(coffee)
         await service.issue_card("coffee", Holder(name="Ada Lovelace"))
-        async with store.write() as conn:  # back to what schema 1 left behind
-            for sql in (
-                "DROP TRIGGER cards_search_insert",
-                "DROP TRIGGER cards_search_update",
-                "DROP TRIGGER cards_search_delete",
-                "DROP TABLE cards_search",
-                "DROP INDEX ix_cards_holder_live",
-                "CREATE INDEX ix_cards_search ON cards (search_text)",
-                "DELETE FROM schema_version WHERE version = 2",
-            ):
-                await conn.exec_driver_sql(sql)
+    # What schema 1 left behind: its tables as step 1 made them (upgrade(target=1)), holding
+    # the rows above (schema 1's columns). Later steps add tables and columns, so the database
+    # is built at version 1 rather than taken back from the current schema.
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        schema.upgrade(conn, target=1)
+        conn.exec_driver_sql(f"ATTACH DATABASE '{full}' AS full")
+        tables = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT name FROM main.sqlite_master WHERE type = 'table'"
+                " AND name NOT IN ('schema_version', 'counters')"
+            )
+        ]
+        for table in tables:
+            columns = ", ".join(
+                f'"{r[1]}"' for r in conn.exec_driver_sql(f'PRAGMA main.table_info("{table}")')
+            )
+            conn.exec_driver_sql(
+                f'INSERT INTO main."{table}" ({columns}) SELECT {columns} FROM full."{table}"'
+            )
+    engine.dispose()
     async with await Store.open(url) as store:
         assert store.has_search_index
         assert await store.schema_version() == SCHEMA_VERSION
