@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, os.environ.get("BENCH_SRC", str(ROOT / "src")))
 
 from passkit_stamps.model import CardTemplate  # noqa: E402
 from passkit_stamps.store.store import Store  # noqa: E402

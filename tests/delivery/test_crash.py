@@ -255,7 +255,7 @@ async def test_three_workers_on_postgresql_lose_nothing_and_rarely_repeat(
     async with open_test_store("postgresql", tmp_path) as store:
         service = StampService(store)
         await service.publish_template(coffee)
-        tokens = await _cards(service, 200, google=False)
+        tokens = await _cards(service, 100, google=False)
         serials = list(tokens)
         workers = [WorkerProcess(_config(store, store.url, apns, dev_pki, None)) for _ in range(3)]
         await asyncio.gather(*(w.start() for w in workers))
