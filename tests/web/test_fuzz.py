@@ -185,6 +185,7 @@ def _segment(target: Target, name: str) -> st.SearchStrategy[str]:
         "serial": [target.serial, "NO-SUCH-CARD"],
         "secret": [target.secret, "A" * 22],
         "name": target.image_names,
+        "template_id": ["coffee", "salon", "no-such-template"],
     }.get(name, [])
     choices: list[st.SearchStrategy[str]] = [_odd_text, _huge, st.sampled_from(["..", "%00", ""])]
     if real:
@@ -356,6 +357,8 @@ SHAPES = [
     MOUNT + "/cards/{serial}/{secret}/pass.pkpass",
     MOUNT + "/cards/{serial}/{secret}/google",
     CALLBACK,
+    MOUNT + "/enrol/{template_id}",
+    MOUNT + "/enrol/{template_id}/sent",
 ]
 
 
