@@ -11,19 +11,26 @@ only (retried with back-off), never the batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..errors import (
+    GoogleAlreadyExistsError,
     GoogleAuthError,
     GoogleConfigError,
     GoogleNotificationQuotaError,
     GooglePermissionError,
     GoogleWalletError,
 )
-from ..google.builders import GoogleSettings, build_loyalty_class, build_loyalty_object
+from ..google.builders import (
+    GoogleSettings,
+    build_loyalty_class,
+    build_loyalty_object,
+    build_message,
+)
 from ..google.client import WalletClient
 from .worker import CardUpdate, SenderPaused
 
@@ -32,6 +39,9 @@ if TYPE_CHECKING:
     from ..service.delivery import CardState
 
 logger = logging.getLogger(__name__)
+
+#: Outbox reasons whose change is a message on the card (sent with addMessage).
+_MESSAGE_REASONS = {"message_sent", "campaign_sent"}
 
 
 class GoogleSender:
@@ -86,13 +96,28 @@ class GoogleSender:
         if state.deleted:
             resource["state"] = "INACTIVE"
         loyalty_class = build_loyalty_class(state.template, self.settings)
+        # A message (personal or broadcast) goes through addMessage, which notifies itself when
+        # the change was notified: the patch then stays silent (one notification, not two).
+        message = None
+        if state.message_id and not state.deleted and _MESSAGE_REASONS & set(update.reasons):
+            message = build_message(state.template, state.card, state.message_id)
+        notify = update.notify and message is None
         try:
-            await self.client.upsert_object(
-                resource, loyalty_class=loyalty_class, notify=update.notify
-            )
+            await self.client.upsert_object(resource, loyalty_class=loyalty_class, notify=notify)
         except GoogleNotificationQuotaError:
             # Over Google's notification quota: the update still goes out, silently.
             await self.client.upsert_object(resource, loyalty_class=loyalty_class, notify=False)
+        if message is not None:
+            # Already there: added by an earlier attempt of this delivery (the id is the
+            # message's). TEXT_AND_NOTIFY when notified, TEXT over Google's quota (the client).
+            with contextlib.suppress(GoogleAlreadyExistsError):
+                await self.client.add_message(
+                    str(resource["id"]),
+                    str(message["header"]),
+                    str(message["body"]),
+                    notify=update.notify,
+                    message_id=str(message["id"]),
+                )
         await self.service.save_google_object(
             state.card.serial,
             str(resource["id"]),

@@ -82,13 +82,23 @@ def _expiry_sweep(service: StampService) -> Callable[[], Awaitable[int]] | None:
             if len(expired) < EXPIRY_BATCH:
                 if total:
                     logger.info("expired %d card(s)", total)
-                return total
+                break
+        # The notifications' upkeep beside it (docs/push.md "Notifications"): forget budget
+        # rows out of the window, finish broadcasts a crash interrupted.
+        while await service.prune_notification_budget(DEFAULT_PRUNE_BATCH) >= DEFAULT_PRUNE_BATCH:
+            pass
+        resumed = await service.resume_campaigns()
+        if resumed:
+            logger.info("resumed campaign(s) %s", ", ".join(map(str, resumed)))
+        return total
 
     return sweep
 
 
 #: Cards one expiry transaction takes.
 EXPIRY_BATCH = 500
+#: Spent notifications one pruning transaction removes at most (service.messages).
+DEFAULT_PRUNE_BATCH = 10_000
 
 
 @asynccontextmanager
