@@ -147,6 +147,18 @@ async def test_cards_search_filters_pages(api: Api) -> None:
         "GET", "/cards", api.manager, params={"search": "pager", "limit": 2, "offset": 4}
     )
     assert len(r.json()["items"]) == 1 and not r.json()["has_more"]
+    # keyset pages: follow next_cursor to the end
+    seen: list[str] = []
+    params: dict[str, Any] = {"search": "pager", "limit": 2}
+    while True:
+        body = (await api.call("GET", "/cards", api.manager, params=params)).json()
+        seen += [c["serial"] for c in body["items"]]
+        if body["next_cursor"] is None:
+            break
+        params = {"search": "pager", "limit": 2, "cursor": body["next_cursor"]}
+    assert len(seen) == len(set(seen)) == 5
+    bad = await api.call("GET", "/cards", api.manager, params={"cursor": "nonsense"})
+    assert_problem(bad, 422, "card-input")
     r = await api.call("GET", "/cards", api.manager, params={"template": "salon"})
     assert [c["holder"]["name"] for c in r.json()["items"]] == ["Salon Sue"]
     r = await api.call("GET", "/cards", api.manager, params={"sort": "name", "search": "pager"})

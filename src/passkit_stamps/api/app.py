@@ -311,6 +311,7 @@ class TillApi:
             offset=q.offset,
             limit=q.limit,
             count_limit=10_000,
+            cursor=q.cursor,
         )
         out = m.CardPageOut(
             items=[
@@ -335,6 +336,7 @@ class TillApi:
             offset=page.offset,
             limit=page.limit,
             has_more=page.has_more,
+            next_cursor=page.next_cursor,
         )
         return _json(out)
 

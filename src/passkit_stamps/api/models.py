@@ -113,6 +113,11 @@ class CardsQuery(_Body):
     sort: SortKey = "-created_at"
     offset: int = Field(default=0, ge=0, le=1_000_000_000)
     limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="a page's next_cursor: the next page by keyset (offset 0, total -1)",
+    )
 
 
 class JournalQuery(_Body):
@@ -221,6 +226,8 @@ class CardPageOut(_Body):
     offset: int
     limit: int
     has_more: bool
+    #: Pass as ``cursor`` for the next page (keyset: as fast at any depth); None on the last.
+    next_cursor: str | None
 
 
 class JournalPageOut(_Body):
