@@ -204,6 +204,10 @@ async def listen_outbox(engine: AsyncEngine, callback: Callable[[], None]) -> As
                 await driver.remove_listener(NOTIFY_CHANNEL, on_notify)
 
 
+#: At most this many rows of the claimed cards come along with a claim (beyond its limit).
+SIBLINGS = 1000
+
+
 def _due(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(
         outbox.c.dead_at.is_(None),
@@ -225,14 +229,23 @@ def claim(
     the attempt; the rows as they are now. PostgreSQL skips rows another worker's claim holds
     (``FOR UPDATE SKIP LOCKED``); on SQLite the single writer serialises claims. A row leased to
     a worker that died is due again once its lease runs out."""
-    query = sa.select(outbox.c.id).where(_due(now)).order_by(outbox.c.id).limit(limit)
+    query = sa.select(outbox.c.id, outbox.c.serial).where(_due(now)).order_by(outbox.c.id)
     if platforms is not None:
         query = query.where(outbox.c.platform.in_(list(platforms)))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    ids = list(conn.scalars(query))
-    if not ids:
+    first = conn.execute(query.limit(limit)).all()
+    if not first:
         return []
+    ids = [row.id for row in first]
+    # The other due rows of the same cards come along (beyond ``limit``): one delivery covers
+    # them, and another worker cannot send the same card again a moment later.
+    serials = sorted({row.serial for row in first})
+    ids += conn.scalars(
+        query.with_only_columns(outbox.c.id)
+        .where(outbox.c.serial.in_(serials), outbox.c.id.not_in(ids))
+        .limit(max(limit, SIBLINGS))
+    )
     # One statement leases and returns the rows (UPDATE ... RETURNING: SQLite 3.35+, PostgreSQL).
     rows = conn.execute(
         outbox.update()
