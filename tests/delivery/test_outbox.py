@@ -175,3 +175,16 @@ async def test_the_worker_sweeps_expired_cards_through_the_service(
     assert (await service.get_card(serial)).card.state.value == "expired"
     rows = await claim_visible(service, "w", want=2)
     assert [r.reason for r in rows][-1:] and all(r.platform == "google" for r in rows)
+
+
+async def test_a_claim_takes_every_due_row_of_its_cards(service: StampService) -> None:
+    first = await _card_in_wallets(service, Platform.APPLE)
+    other = await _card_in_wallets(service, Platform.APPLE)
+    for _ in range(3):
+        await service.add_stamps(first, 1)
+    await service.add_stamps(other, 1)
+    await settled(service.store)
+    claimed = await service.claim_deliveries("w", limit=1)
+    assert len(claimed) > 1 and {d.serial for d in claimed} == {first}  # one delivery for all
+    rest = await service.claim_deliveries("w2")
+    assert [d.serial for d in rest] == [other]  # nothing of the first card left behind
