@@ -157,9 +157,9 @@ async def test_deleted_card_email_is_dropped(service: StampService, smtp: SmtpSe
 
 async def test_smtp_auth_from_the_url(service: StampService, smtp: SmtpServer) -> None:
     await service.enrol("coffee", Holder(name="A", email="a@example.com"))
-    bad = f"smtp://shop:wrong@127.0.0.1:{smtp.port}/?from=shop@beanthere.example"
+    bad = f"smtp://shop:wrong@127.0.0.1:{smtp.port}/?from=shop@beanthere.example&timeout=2"
     assert (await deliver_pending_email(service, sender(bad), card_url)).retrying == 1
-    good = f"smtp://shop:p%40ss%20word@127.0.0.1:{smtp.port}/?from=shop@beanthere.example"
+    good = f"smtp://shop:p%40ss%20word@127.0.0.1:{smtp.port}/?from=shop@beanthere.example&timeout=2"
     assert (await deliver_pending_email(service, sender(good), card_url)).sent == 1
 
 
