@@ -4,8 +4,7 @@ loopback), acknowledged; a refusal for now is retried with back-off; nothing coa
 from __future__ import annotations
 
 from mail.conftest import SmtpServer, smtp  # noqa: F401  (the SMTP fixture)
-from passkit_stamps.delivery.email import EmailSender, SmtpConfig
-from passkit_stamps.delivery.email_channel import EmailChannel
+from passkit_stamps.delivery.email import EmailOutboxSender, EmailSender, SmtpConfig
 from passkit_stamps.delivery.worker import DeliveryWorker
 from passkit_stamps.model import Holder
 from passkit_stamps.service import StampService
@@ -24,7 +23,7 @@ async def test_email_rows_are_sent_by_the_worker_each_one(
     serial = (await service.enrol("coffee", Holder(name="A", email="a@example.com"))).serial
     assert serial is not None
     await service.send_message(serial, "Two for one today", email=True)
-    channel = EmailChannel(service, EmailSender(SmtpConfig.from_url(smtp.url())), card_url)
+    channel = EmailOutboxSender(service, EmailSender(SmtpConfig.from_url(smtp.url())), card_url)
     worker = DeliveryWorker(service, [channel])
     assert await drain_rows(worker, 2) == 2
     assert len(smtp.recorder.messages) == 2  # the link and the message: not coalesced
@@ -38,7 +37,7 @@ async def test_a_refusal_for_now_is_retried_later(
 ) -> None:
     await service.enrol("coffee", Holder(name="A", email="a@example.com"))
     smtp.recorder.refuse_rcpt = "451 try later"
-    channel = EmailChannel(service, EmailSender(SmtpConfig.from_url(smtp.url())), card_url)
+    channel = EmailOutboxSender(service, EmailSender(SmtpConfig.from_url(smtp.url())), card_url)
     worker = DeliveryWorker(service, [channel])
     assert await drain_rows(worker, 1) == 1
     [stats] = [s for s in await service.outbox_stats() if s.platform == "email"]

@@ -239,11 +239,12 @@ async def deliver_pending_email(
 
 class EmailOutboxSender:
     """The dispatcher's sender for platform ``email`` (``DeliveryConfig(extra_senders=...)``,
-    :class:`passkit_stamps.delivery.worker.DeliveryWorker`): renders and sends each claimed row.
-    A row sent (or with nothing left to send, or refused for good) is removed at once, so a
-    failure later in the same card's rows never sends it twice; a retryable failure leaves the
-    card's remaining rows to the dispatcher's back-off (parked dead after its attempts: never
-    lost)."""
+    :class:`passkit_stamps.delivery.worker.DeliveryWorker`): renders and sends each claimed row,
+    one message a row (never coalesced: an enrolment link and a personal message are two
+    e-mails). A row sent (or with nothing left to send, or refused for good) is removed at once,
+    so a failure later in the same card's rows never sends it twice; a retryable failure leaves
+    the card's remaining rows to the dispatcher's back-off (parked dead after its attempts: never
+    lost); an SMTP configuration error pauses the e-mail platform (``SenderPaused``)."""
 
     platform = "email"
 
@@ -263,6 +264,7 @@ class EmailOutboxSender:
     async def deliver(self, updates: Sequence[CardUpdate]) -> Mapping[str, str]:
         from ..service.checks import utcnow
         from ..service.email import EmailJob
+        from .worker import SenderPaused
 
         now = self.clock or utcnow
         failed: dict[str, str] = {}
@@ -274,8 +276,12 @@ class EmailOutboxSender:
                     message = build_message(content, self.sender.config.sender, now=now())
                     try:
                         await self.sender.send(message)
+                    except EmailConfigError as exc:
+                        raise SenderPaused(str(exc)) from None
                     except EmailRetryableError as exc:
-                        failed[update.serial] = str(exc)[:200]
+                        # The reason labels a metric: the class, not the server's text.
+                        logger.warning("e-mail %d not sent, will retry: %s", row.id, exc)
+                        failed[update.serial] = type(exc).__name__
                         break
                     except EmailPermanentError as exc:
                         logger.warning("e-mail %d refused for good: %s", row.id, exc)
