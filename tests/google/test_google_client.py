@@ -455,6 +455,21 @@ async def test_429_honours_retry_after(
     assert fake.sleeps == [7.0]
 
 
+@pytest.mark.parametrize("header", [b"\xb9", b"\xd9\xa3", b"1e3", b"-5", b" "])
+async def test_429_with_a_malformed_retry_after_backs_off_by_itself(
+    mock: respx.MockRouter, client: WalletClient, fake: FakeTime, header: bytes
+) -> None:
+    # b"\xb9" reads as "\u00b9" (superscript one), which passed str.isdigit() and then crashed
+    # float(): a ValueError from inside the client instead of a retry.
+    refused = err(429, "rateLimitExceeded")
+    refused.headers = httpx.Headers([*refused.headers.raw, (b"Retry-After", header)])
+    mock.get(BASE + "loyaltyObject/1.card").mock(
+        side_effect=[refused, httpx.Response(200, json=OBJ)]
+    )
+    await client.get_object("1.card")
+    assert len(fake.sleeps) == 1 and 0 < fake.sleeps[0] < 60
+
+
 async def test_429_retry_after_as_http_date(
     mock: respx.MockRouter, client: WalletClient, fake: FakeTime
 ) -> None:
