@@ -22,21 +22,19 @@ import asyncio
 import json
 import os
 import random
-import secrets
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, os.environ.get("BENCH_SRC", str(ROOT / "src")))
 
+from _stores import open_store  # noqa: E402  (benchmarks/_stores.py)
 from passkit_stamps.model import CardTemplate  # noqa: E402
 from passkit_stamps.store.store import Store  # noqa: E402
 
@@ -62,34 +60,6 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-@asynccontextmanager
-async def open_store(kind: str, pg_url: str) -> AsyncIterator[Store]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            store = await Store.open(f"sqlite:///{Path(folder) / 'bench.db'}")
-            try:
-                yield store
-            finally:
-                await store.close()
-        return
-    import asyncpg
-
-    schema = "pks_bench_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        store = await Store.open(
-            pg_url, connect_args={"server_settings": {"search_path": f"{schema},public"}}
-        )
-        try:
-            yield store
-        finally:
-            await store.close()
-    finally:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()
 
 
 _SERIES = {

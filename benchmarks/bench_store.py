@@ -15,13 +15,9 @@ import argparse
 import asyncio
 import os
 import random
-import secrets
 import sys
-import tempfile
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if not os.environ.get("PYTHONPATH"):  # PYTHONPATH=/work/baseline/src: measure that checkout
     sys.path.insert(0, str(ROOT / "src"))
 
+from _stores import open_store  # noqa: E402  (benchmarks/_stores.py)
 from passkit_stamps.engine import new_serial, new_token  # noqa: E402
 from passkit_stamps.model import CardTemplate  # noqa: E402
 from passkit_stamps.service import StampService  # noqa: E402
@@ -51,36 +48,6 @@ def templates() -> tuple[CardTemplate, CardTemplate]:
     big = CardTemplate.model_validate({**base, "id": "bench"})
     small = CardTemplate.model_validate({**base, "id": "bench-small"})
     return big, small
-
-
-@asynccontextmanager
-async def open_store(kind: str, pg_url: str) -> AsyncIterator[Store]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            store = await Store.open(f"sqlite:///{Path(folder) / 'bench.db'}")
-            try:
-                yield store
-            finally:
-                await store.close()
-        return
-    import asyncpg
-
-    schema = "pks_bench_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        store = await Store.open(
-            pg_url,
-            connect_args={"server_settings": {"search_path": f"{schema},public"}},
-            pool_size=20,
-        )
-        try:
-            yield store
-        finally:
-            await store.close()
-    finally:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()
 
 
 async def postgres_answers(url: str) -> str | None:
@@ -274,7 +241,7 @@ async def run_backend(
     kind: str, pg_url: str, n: int, results: list[Row], stamps_only: bool = False
 ) -> None:
     big, small = templates()
-    async with open_store(kind, pg_url) as store:
+    async with open_store(kind, pg_url, pool_size=20) as store:
         service = StampService(store)
         await service.publish_template(big)
         await service.publish_template(small)
@@ -482,7 +449,7 @@ async def bench_pages(
 
 async def run_pages(kind: str, pg_url: str, sizes: tuple[int, ...], results: list[Row]) -> None:
     big, _small = templates()
-    async with open_store(kind, pg_url) as store:
+    async with open_store(kind, pg_url, pool_size=20) as store:
         service = StampService(store)
         await service.publish_template(big)
         await bench_pages(service, store, results, kind, sizes)
