@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from ..errors import StoreError
 
 #: The schema version this library writes. Raise it together with a new step in UPGRADES.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: SQLite's search index (step 2): an FTS5 table with the trigram tokenizer over
 #: ``cards.search_text``, keyed by the card's ``holder_id`` (every card has a holder row of its
@@ -119,6 +119,9 @@ cards = sa.Table(
     # the card (Google's addMessage: the same message is never added twice).
     sa.Column("notified", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("message_id", sa.String(64)),
+    # Step 7: when the card's last notified change was made. A device that last fetched before
+    # it gets a pass with changeMessage even if silent changes followed (issue 10).
+    sa.Column("notified_at", Time),
     sa.ForeignKeyConstraint(
         ["template_id", "template_version"], ["templates.id", "templates.version"]
     ),
@@ -690,6 +693,13 @@ def _step_notifications(conn: Connection) -> None:
     )
 
 
+def _step_notified_at(conn: Connection) -> None:
+    """Step 7. The time of each card's last notified change: a notified change followed by a
+    silent one before the device fetched must still alert the holder once."""
+    time = _STEP_1_TYPES[conn.dialect.name]["time"]
+    conn.exec_driver_sql(f"ALTER TABLE cards ADD COLUMN notified_at {time}")
+
+
 #: Ordered upgrade steps: (version reached, step). Append only; never edit a released step (nor
 #: the helpers it calls: _sqlite_search_index, _postgres_trigram_index): old databases were
 #: made by them as they are.
@@ -700,6 +710,7 @@ UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (4, _step_4),
     (5, _step_notifications),
     (6, _step_change_order),
+    (7, _step_notified_at),
 )
 
 
