@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from passkit_stamps.web.devicelog import (
+    CLIENT_LOG_BURST,
+    CLIENT_LOG_RATE,
     LOG_BURST,
     LOG_RATE,
     LOGGER_NAME,
@@ -51,14 +53,15 @@ def test_a_flood_is_rate_limited_and_the_suppressed_count_reported(
     log = DeviceLog(size=10, clock=clock)
     with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
         log.add([f"m{i}" for i in range(5_000)], at=AT)
-        assert len(lines(caplog)) == LOG_BURST  # the burst, then nothing at the same instant
+        # one client: its own burst, then nothing at the same instant
+        assert len(lines(caplog)) == CLIENT_LOG_BURST
         clock.now += 1.0
         log.add([f"n{i}" for i in range(5_000)], at=AT)
-        assert len(lines(caplog)) == LOG_BURST + LOG_RATE  # one second refills LOG_RATE lines
+        assert len(lines(caplog)) == CLIENT_LOG_BURST + CLIENT_LOG_RATE  # refilled in a second
         clock.now += SUPPRESSED_REPORT_INTERVAL
         caplog.clear()
         log.add(["after the flood"], at=AT)
-    suppressed = 10_000 - LOG_BURST - LOG_RATE
+    suppressed = 10_000 - CLIENT_LOG_BURST - CLIENT_LOG_RATE
     assert lines(caplog) == [
         f"device log: {suppressed} messages suppressed",
         "device -: after the flood",
@@ -83,10 +86,29 @@ def test_the_suppressed_count_is_reported_periodically_during_a_flood(
     assert logged <= LOG_BURST + LOG_RATE * 3 * SUPPRESSED_REPORT_INTERVAL
 
 
+def test_one_flooding_client_does_not_silence_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    """The device log's bucket was shared: one client's flood suppressed every device's lines."""
+    log = DeviceLog(clock=Clock())
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
+        log.add(["junk"] * 10_000, at=AT, client="203.0.113.9")
+        log.add(["pass response missing Last-Modified"], at=AT, client="10.0.0.7")
+    assert lines(caplog)[-1] == "device 10.0.0.7: pass response missing Last-Modified"
+
+
+def test_a_flood_from_many_addresses_is_capped_by_the_server_bucket(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = DeviceLog(clock=Clock())
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
+        for i in range(1_000):
+            log.add(["junk"] * 10, at=AT, client=f"198.51.100.{i}")
+    assert len(lines(caplog)) == LOG_BURST
+
+
 def test_flush_reports_what_is_left(caplog: pytest.LogCaptureFixture) -> None:
     log = DeviceLog(clock=Clock())
     with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
-        log.add(["x"] * (LOG_BURST + 7), at=AT)
+        log.add(["x"] * (CLIENT_LOG_BURST + 7), at=AT)
         log.flush_suppressed()
         log.flush_suppressed()
     assert lines(caplog)[-1] == "device log: 7 messages suppressed"
@@ -94,7 +116,14 @@ def test_flush_reports_what_is_left(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_limits_are_validated() -> None:
-    for kwargs in ({"rate": 0}, {"burst": 0}, {"max_logged_chars": 1}, {"size": 0}):
+    for kwargs in (
+        {"rate": 0},
+        {"burst": 0},
+        {"client_rate": 0},
+        {"client_burst": 0},
+        {"max_logged_chars": 1},
+        {"size": 0},
+    ):
         with pytest.raises(ValueError):
             DeviceLog(**kwargs)  # type: ignore[arg-type]
 

@@ -94,6 +94,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        ctx.device_log.flush_suppressed()  # what a flood suppressed is not lost at shutdown
         if ctx.google is not None:
             await ctx.google.aclose()
 
