@@ -126,10 +126,19 @@ _templates = click.option(
     show_default=True,
     help="Server processes sharing the port (SO_REUSEPORT); use a PostgreSQL store.",
 )
+@click.option(
+    "--api/--no-api",
+    envvar=_env("api"),
+    default=False,
+    show_default=True,
+    help="Also serve the till JSON API under <mount path>/api (keys: `passkit-stamps "
+    "api-keys create`; OpenAPI document at <mount path>/api/openapi.json).",
+)
 @serve_delivery_options
 def serve_command(**options: Any) -> None:
-    """Serve the pass web service, images, card pages and Google callbacks with uvicorn, and
-    deliver pass updates (APNs pushes, Google objects) from this process unless --no-worker."""
+    """Serve the pass web service, images, card pages, enrolment pages and Google callbacks
+    (and the till API with --api) with uvicorn, and deliver pass updates (APNs pushes, Google
+    objects) from this process unless --no-worker."""
     from ..runtime.serving import ServeOptions, run
 
     secret_key = _secret_key(options.pop("secret_key"))

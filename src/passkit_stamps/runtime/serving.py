@@ -53,6 +53,9 @@ class ServeOptions:
     #: Server processes sharing the port (``--workers``; SO_REUSEPORT, Linux and BSD), each with
     #: its own store pool; the store keeps them consistent (docs/deployment.md).
     workers: int = 1
+    #: Serve the till API (``--api``) under ``<mount path>/api`` with its defaults
+    #: (:class:`passkit_stamps.api.ApiConfig`; docs/merchant.md).
+    api: bool = False
     #: Bind with SO_REUSEPORT (set in each process of ``workers``).
     reuse_port: bool = False
 
@@ -160,19 +163,28 @@ def _run_workers(options: ServeOptions) -> None:
     for child in children:
         child.start()
 
+    asked: list[int] = []  # the signal this process was stopped with
+
     def stop(signum: int, _frame: object) -> None:
         for child in children:
             if child.is_alive() and child.pid is not None:
                 os.kill(child.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def asked_to_stop(signum: int, frame: object) -> None:
+        asked.append(signum)
+        stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, asked_to_stop)
+    signal.signal(signal.SIGINT, asked_to_stop)
     while any(child.is_alive() for child in children):
         for child in children:
             child.join(0.2)
             if child.exitcode not in (None, 0):
                 stop(signal.SIGTERM, None)
-    failed = [c.exitcode for c in children if c.exitcode]
+    # uvicorn re-raises the SIGTERM it shut down on: a child ending by it is a clean stop when
+    # this process asked for one; any other end (or one nobody asked for) is a failure.
+    clean = (0, -signal.SIGTERM) if asked else (0,)
+    failed = [c.exitcode for c in children if c.exitcode not in clean]
     if failed:
         raise SystemExit(1)
 
@@ -241,7 +253,13 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
     store = await Store.open(db)
     try:
         service = StampService(store, notification_budget=options.notification_budget)
-        app = create_app(service, credentials, config)
+        api = None
+        if options.api:
+            from ..api.config import ApiConfig
+
+            api = ApiConfig()
+            logger.info("till API at %s/api (OpenAPI: %s/api/openapi.json)", *[config.base_url] * 2)
+        app = create_app(service, credentials, config, api=api)
         if options.demo:
             serials = await prepare_demo(service, options.templates_dir)
             if options.worker:
