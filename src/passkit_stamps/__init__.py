@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # what mypy and IDEs see; at run time __getattr__ below impor
         Platform,
     )
     from .errors import (
+        CallbackBusyError,
         CallbackReplayError,
         CallbackVerificationError,
         CardError,
@@ -104,6 +105,7 @@ _EXPORTS: dict[str, str] = {
     "Event": "engine",
     "EventType": "engine",
     "Platform": "engine",
+    "CallbackBusyError": "errors",
     "CallbackReplayError": "errors",
     "CallbackVerificationError": "errors",
     "CardError": "errors",
@@ -169,6 +171,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "CallbackBusyError",
     "CallbackReplayError",
     "CallbackVerificationError",
     "Card",

@@ -233,6 +233,11 @@ class CallbackReplayError(CallbackVerificationError):
     """A correctly signed callback whose nonce was seen before (Google retries; answer 200)."""
 
 
+class CallbackBusyError(CallbackVerificationError):
+    """Too many callbacks are waiting for signature verification; nothing was checked (429:
+    Google retries a callback that was not answered with 2xx)."""
+
+
 class GoogleConfigError(GoogleWalletError):
     """A Google Wallet setting or input is malformed (issuer id, image base URL, origin, link)."""
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from passkit_stamps.errors import CallbackVerificationError
+from passkit_stamps.errors import CallbackBusyError, CallbackVerificationError
 from passkit_stamps.google import callbacks
 from passkit_stamps.google.callbacks import (
     MAX_INTERMEDIATE_SIGNATURES,
@@ -347,3 +347,26 @@ async def test_keys_are_used_once_google_answers_again(respx_mock: respx.MockRou
     clock.now += callbacks.MAX_KEY_FETCH_BACKOFF + 1
     assert (await verify(signed(), root_keys=keys)).nonce == "n-1"
     assert route.call_count == 2
+
+
+async def test_a_flood_beyond_the_waiters_cap_is_refused_before_any_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Junk callbacks queued for the verification threads without a cap: each one waiting held
+    its body and a task. Beyond MAX_VERIFY_WAITERS they are refused at once, verifying nothing."""
+    hold = threading.Event()
+    counter = CountingVerifies(callbacks._verifies, hold=hold)
+    monkeypatch.setattr(callbacks, "_verifies", counter)
+    body = signed(signatures=junk_signatures(1))
+    queued = [asyncio.create_task(verify(body)) for _ in range(callbacks.MAX_VERIFY_WAITERS)]
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if counter.running == MAX_VERIFY_THREADS:
+            break
+    extra = [asyncio.create_task(verify(body)) for _ in range(10)]
+    refused = await asyncio.gather(*extra, return_exceptions=True)
+    assert all(isinstance(r, CallbackBusyError) for r in refused)
+    hold.set()
+    results = await asyncio.gather(*queued, return_exceptions=True)
+    assert all(type(r) is CallbackVerificationError for r in results)  # verified, then refused
+    assert counter.max_running == MAX_VERIFY_THREADS

@@ -146,6 +146,31 @@ async def test_junk_callbacks_do_not_hold_the_event_loop(
     assert threading.get_ident() not in threads
 
 
+async def test_callbacks_beyond_the_waiters_cap_get_429(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    real = callbacks._verifies
+
+    def held(*args: Any) -> bool:
+        release.wait(timeout=3)
+        return real(*args)
+
+    monkeypatch.setattr(callbacks, "_verifies", held)
+    monkeypatch.setattr(callbacks, "MAX_VERIFY_WAITERS", 4)
+    junk = json.loads(target.google.callback(target.serial))
+    junk["intermediateSigningKey"]["signatures"] = [junk["signature"]]
+    body = json.dumps(junk).encode()
+    client = target.wallet.client
+    queued = [asyncio.create_task(client.post(CALLBACK, content=body)) for _ in range(4)]
+    await asyncio.sleep(0.2)
+    refused = await client.post(CALLBACK, content=body)
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+    release.set()
+    assert [a.status_code for a in await asyncio.gather(*queued)] == [400] * 4
+
+
 @pytest.mark.parametrize("path", [MOUNT + "/v1/log/", MOUNT + "/cards/x/y/"])
 async def test_a_query_string_that_is_not_utf8_is_400(target: Target, path: str) -> None:
     """Found by the fuzz: Starlette's trailing-slash redirect decoded it strictly (a 500)."""

@@ -12,7 +12,9 @@ The callback URL is public, so everything here assumes a hostile sender: the bod
 bounded nesting and number sizes, at most :data:`MAX_INTERMEDIATE_SIGNATURES` signatures of a
 plausible length are accepted before any is verified, the ECDSA checks run in worker threads
 (at most :data:`MAX_VERIFY_THREADS` at a time per event loop, so junk floods neither block the
-loop nor take every thread), and a failed root-key fetch is remembered for a growing interval.
+loop nor take every thread; at most :data:`MAX_VERIFY_WAITERS` wait for them, the rest are
+refused at once with ``CallbackBusyError``), and a failed root-key fetch is remembered for a
+growing interval.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import _boundedjson as boundedjson
-from ..errors import CallbackReplayError, CallbackVerificationError
+from ..errors import CallbackBusyError, CallbackReplayError, CallbackVerificationError
 
 PROTOCOL = "ECv2SigningOnly"
 SENDER_ID = "GooglePayPasses"
@@ -57,6 +59,9 @@ MAX_INTERMEDIATE_SIGNATURES = 4
 MAX_SIGNATURE_CHARS = 128
 #: Worker threads verifying signatures at the same time, per event loop.
 MAX_VERIFY_THREADS = 2
+#: Callbacks verifying or waiting to, per event loop: each holds its body (<= 16 KiB) and a task,
+#: so a flood beyond this is refused before any work instead of queueing without bound.
+MAX_VERIFY_WAITERS = 64
 #: After a failed root-key fetch, the next one waits this long, doubling up to the maximum.
 MIN_KEY_FETCH_BACKOFF = 1.0
 MAX_KEY_FETCH_BACKOFF = 300.0
@@ -495,4 +500,8 @@ async def _run_verification(check: Callable[..., str | None], *args: Any) -> str
     limiter = _VERIFY_LIMITERS.get(loop)
     if limiter is None:
         limiter = _VERIFY_LIMITERS[loop] = anyio.CapacityLimiter(MAX_VERIFY_THREADS)
+    if limiter.borrowed_tokens + limiter.statistics().tasks_waiting >= MAX_VERIFY_WAITERS:
+        raise CallbackBusyError(
+            "too many callbacks are waiting for verification; nothing was checked, retry later"
+        )
     return await anyio.to_thread.run_sync(check, *args, limiter=limiter)

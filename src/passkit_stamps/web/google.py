@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from ..engine import Platform
 from ..errors import (
+    CallbackBusyError,
     CallbackReplayError,
     CallbackVerificationError,
     GoogleConfigError,
@@ -143,6 +144,8 @@ class GoogleRuntime:
             message = await self._verify(body)
         except CallbackReplayError:
             return Response(status_code=200)  # a retry of what we already recorded
+        except CallbackBusyError:  # a flood: nothing was verified, Google retries later
+            return Response(status_code=429, headers={"Retry-After": "1"})
         except CallbackVerificationError as exc:
             # The reason may quote the sender's values (repr, so one line): bound what is logged.
             reason = str(exc)
