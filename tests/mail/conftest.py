@@ -135,6 +135,7 @@ class TlsSmtp:
     port: int
     recorder: Recorder
     client_context: ssl.SSLContext
+    cert: Path  # the server's self-signed certificate (a CA file for clients in other processes)
 
 
 @pytest.fixture(params=["starttls", "smtps"])
@@ -154,6 +155,6 @@ def tls_smtp(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TlsSmtp
     controller = Controller(recorder, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
-        yield TlsSmtp(request.param, port, recorder, client_context)
+        yield TlsSmtp(request.param, port, recorder, client_context, cert)
     finally:
         controller.stop()

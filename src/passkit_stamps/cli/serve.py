@@ -17,7 +17,14 @@ import click
 from ..errors import WebConfigError
 from ._signing import load_signing_credentials, signing_options
 from .broadcast import notification_budget_option
-from .worker import WORKER_OPTIONS, delivery_config, serve_delivery_options
+from .worker import (
+    WORKER_OPTIONS,
+    _address,
+    delivery_config,
+    email_options,
+    serve_delivery_options,
+    smtp_config,
+)
 
 ENV = "PASSKIT_STAMPS_"
 _SIGNING_OPTIONS = ("p12", "p12_password", "cert", "key", "key_password", "wwdr")
@@ -135,10 +142,11 @@ _templates = click.option(
     "api-keys create`; OpenAPI document at <mount path>/api/openapi.json).",
 )
 @serve_delivery_options
+@email_options
 def serve_command(**options: Any) -> None:
     """Serve the pass web service, images, card pages, enrolment pages and Google callbacks
     (and the till API with --api) with uvicorn, and deliver pass updates (APNs pushes, Google
-    objects) from this process unless --no-worker."""
+    objects, and e-mails with --smtp-url) from this process unless --no-worker."""
     from ..runtime.serving import ServeOptions, run
 
     secret_key = _secret_key(options.pop("secret_key"))
@@ -148,8 +156,24 @@ def serve_command(**options: Any) -> None:
     delivery_settings = {
         name: options.pop(name) for name in WORKER_OPTIONS if name in options and name not in shared
     }
+    smtp = smtp_config(options.pop("smtp_url"), options.pop("email_from"))
+    for name, given in (("--metrics", delivery_settings.get("metrics")), ("--smtp-url", smtp)):
+        if given and not worker:
+            click.echo(
+                f"Warning: {name} is ignored with --no-worker: it belongs to the delivery "
+                f"worker (run `passkit-stamps worker {name} ...`).",
+                err=True,
+            )
     credentials = None
     delivery = None
+    if options["demo"] and worker and delivery_settings.get("metrics"):
+        # The demo makes its own delivery settings (a fake APNs); it takes only the metrics
+        # listener from these.
+        from ..delivery.runner import DeliveryConfig
+
+        delivery = DeliveryConfig(
+            metrics_address=_address(delivery_settings["metrics"], "--metrics")
+        )
     if not options["demo"]:  # the demo makes development credentials
         credentials = load_signing_credentials(**signing)
         if worker:
@@ -166,6 +190,7 @@ def serve_command(**options: Any) -> None:
             credentials=credentials,
             worker=worker,
             delivery=delivery,
+            smtp=smtp,
         )
     )
 

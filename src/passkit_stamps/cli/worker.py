@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._signing import signing_options
+from ._web import web_config, web_options
 from .broadcast import notification_budget_option
 
 if TYPE_CHECKING:
+    from ..delivery.email import EmailDelivery, SmtpConfig
     from ..delivery.runner import DeliveryConfig
 
 ENV = "PASSKIT_STAMPS_"
@@ -43,8 +45,45 @@ def _address(value: str | None, option: str) -> tuple[str, int] | None:
 
 
 def delivery_options(command: Any) -> Any:
-    """The options of ``worker`` (APNs, Google, tuning, metrics)."""
+    """The options of ``worker`` (APNs, Google, tuning, metrics, e-mail)."""
     return _delivery_options(command, google_account=True)
+
+
+def email_options(command: Any) -> Any:
+    """``--smtp-url`` and ``--email-from``: the e-mail channel (``worker`` and ``serve``)."""
+    options = [
+        click.option(
+            "--smtp-url",
+            envvar=_env("smtp_url"),
+            metavar="URL",
+            help="Send e-mails to card holders (card links, messages) through this SMTP server: "
+            "smtp://[user:password@]host[:port]/?from=ADDRESS[&starttls=1], or smtps://... "
+            "(TLS from the start). Without it e-mails stay queued (`passkit-stamps outbox`). "
+            "Give it as PASSKIT_STAMPS_SMTP_URL: a password on a command line shows in `ps`.",
+        ),
+        click.option(
+            "--email-from",
+            envvar=_env("email_from"),
+            metavar="ADDRESS",
+            help="The e-mails' sender, e.g. 'Bean There <shop@example.com>', when the SMTP URL "
+            "has no from=.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def smtp_config(url: str | None, sender: str | None) -> SmtpConfig | None:
+    """The SMTP settings from ``--smtp-url`` / ``--email-from`` (None without a URL). A bad URL
+    is an EmailConfigError naming the part, never quoting the URL (it may hold a password)."""
+    if not url:
+        if sender:
+            raise click.UsageError("--email-from goes with --smtp-url")
+        return None
+    from ..delivery.email import SmtpConfig
+
+    return SmtpConfig.from_url(url, sender=sender or None)
 
 
 def serve_delivery_options(command: Any) -> Any:
@@ -259,31 +298,72 @@ def delivery_config(
 @click.option("--db", envvar=_env("db"), required=True, help="Store URL.")
 @signing_options(_env)
 @delivery_options
-@click.option(
-    "--public-url", envvar=_env("public_url"), help="The web app's public URL (Google images)."
-)
+@email_options
+@web_options
 @notification_budget_option
 def worker_command(
-    db: str, public_url: str | None, notification_budget: int, **options: Any
+    db: str,
+    public_url: str | None,
+    mount_path: str,
+    secret_key: str | None,
+    allow_http: bool,
+    smtp_url: str | None,
+    email_from: str | None,
+    notification_budget: int,
+    **options: Any,
 ) -> None:
-    """Deliver pass updates from the outbox (APNs pushes, Google objects) until stopped.
+    """Deliver pass updates from the outbox (APNs pushes, Google objects, e-mails with
+    --smtp-url) until stopped.
 
     Run as many as you like against one PostgreSQL store (rows are leased, never shared).
+    The web app's URL options (--public-url, --mount-path, --secret-key) give Google its image
+    URLs and the e-mails their card page links.
     """
     import logging
 
     signing = {name: options.pop(name) for name in _SIGNING}
-    config = delivery_config(options, signing, public_url=public_url)
+    base = (public_url or "").rstrip("/") + mount_path
+    config = delivery_config(options, signing, public_url=base or None)
+    email = _email_delivery(smtp_url, email_from, public_url, mount_path, secret_key, allow_http)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run_worker(db, config, notification_budget))
+        asyncio.run(_run_worker(db, config, notification_budget, email))
 
 
-async def _run_worker(db: str, config: DeliveryConfig, notification_budget: int = 3) -> None:
+def _email_delivery(
+    smtp_url: str | None,
+    email_from: str | None,
+    public_url: str | None,
+    mount_path: str,
+    secret_key: str | None,
+    allow_http: bool,
+) -> EmailDelivery | None:
+    smtp = smtp_config(smtp_url, email_from)
+    if smtp is None:
+        return None
+    web = web_config(public_url, mount_path, secret_key, allow_http)
+    if web is None:
+        raise click.UsageError(
+            "e-mail (--smtp-url) needs the card page URL its links point to: --public-url and "
+            "--secret-key (or PASSKIT_STAMPS_PUBLIC_URL and PASSKIT_STAMPS_SECRET_KEY), as "
+            "`serve` has them"
+        )
+    from ..delivery.email import EmailDelivery
+
+    return EmailDelivery(smtp, web.card_page_url)
+
+
+async def _run_worker(
+    db: str,
+    config: DeliveryConfig,
+    notification_budget: int = 3,
+    email: EmailDelivery | None = None,
+) -> None:
     import signal
 
+    from ..delivery.email import with_email
     from ..delivery.runner import running_worker
     from ..service import StampService
     from ..store.store import Store
@@ -295,7 +375,7 @@ async def _run_worker(db: str, config: DeliveryConfig, notification_budget: int 
     store = await Store.open(db, create=False)
     try:
         service = StampService(store, notification_budget=notification_budget)
-        async with running_worker(service, config):
+        async with running_worker(service, with_email(config, service, email)):
             await stop.wait()
     finally:
         await store.close()

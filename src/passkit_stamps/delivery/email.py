@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from ..service import StampService
     from ..service.email import EmailContent
+    from .runner import DeliveryConfig
     from .worker import CardUpdate
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,12 @@ class SmtpConfig:
     tls_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_url(cls, url: str, *, tls_context: ssl.SSLContext | None = None) -> SmtpConfig:
-        """Parse an ``smtp://`` / ``smtps://`` URL; raises EmailConfigError naming the part."""
+    def from_url(
+        cls, url: str, *, sender: str | None = None, tls_context: ssl.SSLContext | None = None
+    ) -> SmtpConfig:
+        """Parse an ``smtp://`` / ``smtps://`` URL; raises EmailConfigError naming the part.
+        ``sender``: the From address when the URL has no ``from=`` (``--email-from``; a name
+        with spaces is easier to give there than percent-encoded); not both."""
         if not isinstance(url, str):
             raise EmailConfigError("SMTP URL must be a string")
         parts = urlsplit(url)
@@ -75,10 +80,17 @@ class SmtpConfig:
         implicit = parts.scheme == "smtps"
         if implicit and starttls:
             raise EmailConfigError("smtps:// is TLS from the start: starttls=1 does not apply")
-        sender = query.get("from", "")
+        if sender is not None and "from" in query:
+            raise EmailConfigError(
+                "give the e-mail sender once: from= in the SMTP URL or the sender option"
+            )
+        sender = query.get("from", "") if sender is None else sender.strip()
         _, address = parseaddr(sender)
         if not address or "@" not in address or any(c in sender for c in "\r\n"):
-            raise EmailConfigError("SMTP URL needs from=<sender address>, e.g. from=shop@x.example")
+            raise EmailConfigError(
+                "SMTP URL needs from=<sender address>, e.g. from=shop@x.example (or the sender "
+                "given on its own)"
+            )
         try:
             timeout = float(query.get("timeout", "30"))
         except ValueError:
@@ -96,6 +108,42 @@ class SmtpConfig:
             timeout=timeout,
             tls_context=tls_context,
         )
+
+    def describe(self) -> str:
+        """Where e-mail goes, for logs: host, port, TLS mode, login name and sender; never the
+        password."""
+        mode = "TLS" if self.implicit_tls else "STARTTLS" if self.starttls else "no TLS"
+        login = f", login {self.username}" if self.username else ""
+        return f"{self.host}:{self.port} ({mode}{login}) from {self.sender}"
+
+
+@dataclass(frozen=True)
+class EmailDelivery:
+    """The e-mail channel's settings for a dispatcher (``serve`` and ``worker`` with
+    ``--smtp-url``): the SMTP server and the card page URL of a serial (the links the e-mails
+    carry, ``WebConfig.card_page_url``)."""
+
+    smtp: SmtpConfig
+    card_url: Callable[[str], str] = field(repr=False)
+
+
+def with_email(
+    config: DeliveryConfig, service: StampService, email: EmailDelivery | None
+) -> DeliveryConfig:
+    """``config`` with the e-mail channel added (an :class:`EmailOutboxSender` on ``service``).
+    Without ``email`` the config is unchanged and e-mail rows stay in the outbox: the dispatcher
+    never claims a platform it has no sender for (``passkit-stamps outbox`` lists them)."""
+    if email is None:
+        logger.info(
+            "e-mail: no SMTP server (--smtp-url): e-mails to card holders stay queued "
+            "(passkit-stamps outbox lists them)"
+        )
+        return config
+    from dataclasses import replace
+
+    logger.info("e-mail through %s", email.smtp.describe())
+    sender = EmailOutboxSender(service, EmailSender(email.smtp), email.card_url)
+    return replace(config, extra_senders=(*config.extra_senders, sender))
 
 
 def build_message(content: EmailContent, sender: str, *, now: datetime) -> EmailMessage:

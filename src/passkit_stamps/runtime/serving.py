@@ -19,6 +19,7 @@ from ..web.config import GoogleWebConfig, WebConfig
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from ..delivery.email import SmtpConfig
     from ..delivery.runner import DeliveryConfig
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class ServeOptions:
     #: settings (APNs, Google; the demo makes its own: a fake APNs on loopback).
     worker: bool = True
     delivery: DeliveryConfig | None = None
+    #: E-mail to card holders through this SMTP server (``--smtp-url``), sent by the
+    #: in-process worker with links to this app's card pages; None: e-mails stay queued.
+    smtp: SmtpConfig | None = None
     #: Server processes sharing the port (``--workers``; SO_REUSEPORT, Linux and BSD), each with
     #: its own store pool; the store keeps them consistent (docs/deployment.md).
     workers: int = 1
@@ -151,14 +155,13 @@ def _run_workers(options: ServeOptions) -> None:
     One process ending with an error stops the others."""
     import multiprocessing
     import signal
-    from dataclasses import replace
 
     if options.demo:
         raise WebConfigError("--workers cannot be used with the demo (one SQLite file)")
     context = multiprocessing.get_context("fork")
-    one = replace(options, workers=1, reuse_port=True)
     children = [
-        context.Process(target=run, args=(one,), daemon=False) for _ in range(options.workers)
+        context.Process(target=run, args=(_one_of(options, n),), daemon=False)
+        for n in range(options.workers)
     ]
     for child in children:
         child.start()
@@ -189,6 +192,19 @@ def _run_workers(options: ServeOptions) -> None:
         raise SystemExit(1)
 
 
+def _one_of(options: ServeOptions, n: int) -> ServeOptions:
+    """The options of process ``n`` of ``workers``: the shared port with SO_REUSEPORT, and its
+    own metrics listener on the metrics port + n (each process counts its own deliveries; one
+    port shared by all would answer with a random process's counters)."""
+    from dataclasses import replace
+
+    delivery = options.delivery
+    if delivery is not None and delivery.metrics_address is not None:
+        host, port = delivery.metrics_address
+        delivery = replace(delivery, metrics_address=(host, port + n if port else 0))
+    return replace(options, workers=1, reuse_port=True, delivery=delivery)
+
+
 def _reuse_port_socket(host: str, port: int) -> object:
     """A listening socket with SO_REUSEPORT: several processes bind the same port."""
     import socket
@@ -215,8 +231,11 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) -> None:
     """Open the store, build the app and run uvicorn (and, for the demo, the push logger)."""
+    from dataclasses import replace
+
     import uvicorn
 
+    from ..delivery.email import EmailDelivery, with_email
     from ..delivery.runner import running_worker
     from ..service import StampService
     from ..store.store import Store
@@ -260,14 +279,21 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
             api = ApiConfig()
             logger.info("till API at %s/api (OpenAPI: %s/api/openapi.json)", *[config.base_url] * 2)
         app = create_app(service, credentials, config, api=api)
+        email = None
+        if options.smtp is not None:
+            email = EmailDelivery(options.smtp, config.card_page_url)
         if options.demo:
             serials = await prepare_demo(service, options.templates_dir)
             if options.worker:
                 delivery = await stack.enter_async_context(demo_delivery(pki))
+                if options.delivery is not None:  # --metrics
+                    delivery = replace(delivery, metrics_address=options.delivery.metrics_address)
+                delivery = with_email(delivery, service, email)
                 await stack.enter_async_context(running_worker(service, delivery))
             _print_demo(config, serials, db)
         elif options.worker and options.delivery is not None:
-            await stack.enter_async_context(running_worker(service, options.delivery))
+            delivery = with_email(options.delivery, service, email)
+            await stack.enter_async_context(running_worker(service, delivery))
         server = uvicorn.Server(
             uvicorn.Config(
                 mounted(app, config.mount_path),
