@@ -12,7 +12,7 @@ from conftest import Clock
 from passkit_stamps.engine import EventType, Platform
 from passkit_stamps.model import Holder
 from passkit_stamps.service import StampService
-from passkit_stamps.service.delivery import RetryPolicy
+from passkit_stamps.service.delivery import Coverage, RetryPolicy
 from passkit_stamps.store import outbox as store_outbox
 
 from .conftest import claim_visible, settled
@@ -98,13 +98,18 @@ async def test_release_gives_rows_back_without_counting_the_attempt(
     assert (again.attempts, again.last_error) == (1, "apple paused: bad cert")
 
 
-async def test_claims_by_concurrent_workers_never_share_a_row(service: StampService) -> None:
+async def test_claims_by_concurrent_workers_never_share_a_row_or_a_card(service: StampService) -> None:
     serials = [await _card_in_wallets(service, Platform.APPLE) for _ in range(4)]
     for serial in serials:
         for _ in range(5):
             await service.add_stamps(serial, 1)
     await settled(service.store)
     batches = await asyncio.gather(*(service.claim_deliveries(f"w{i}", limit=7) for i in range(4)))
+    owners = {}
+    for i, batch in enumerate(batches):
+        for d in batch:
+            assert owners.setdefault(d.serial, i) == i  # a card goes to one worker
+    batches.append(await service.claim_deliveries("w5", limit=7))  # a card held is skipped
     ids = [d.id for batch in batches for d in batch]
     assert len(ids) == len(set(ids)) == 20
 
@@ -188,3 +193,52 @@ async def test_a_claim_takes_every_due_row_of_its_cards(service: StampService) -
     assert len(claimed) > 1 and {d.serial for d in claimed} == {first}  # one delivery for all
     rest = await service.claim_deliveries("w2")
     assert [d.serial for d in rest] == [other]  # nothing of the first card left behind
+
+
+async def test_a_card_in_flight_is_not_claimed_by_another_worker(
+    service: StampService,
+) -> None:
+    serial = await _card_in_wallets(service, Platform.APPLE)
+    await service.add_stamps(serial, 1)
+    [first] = await claim_visible(service, "w1", lease=timedelta(seconds=30))
+    await service.add_stamps(serial, 1)  # committed while w1's delivery is in flight
+    await settled(service.store)
+    # All due rows of a card go to one worker: w2 leaves the card to w1 (whose push, sent
+    # after this change, may cover it) instead of pushing the same device a second time.
+    assert await service.claim_deliveries("w2") == []
+    assert await service.acknowledge_deliveries([first.id]) == 1
+    [second] = await claim_visible(service, "w2")
+    assert (second.serial, second.attempts) == (serial, 1)
+
+
+async def test_rows_committed_before_the_state_went_out_are_acknowledged_with_it(
+    service: StampService,
+) -> None:
+    serial = await _card_in_wallets(service, Platform.APPLE)
+    await service.register_device("phone", "cc" * 32, PASS_TYPE, serial)
+    await service.add_stamps(serial, 1)
+    [first] = await claim_visible(service, "w1", lease=timedelta(seconds=30))
+    await service.add_stamps(serial, 1)  # committed before the push below goes out
+    await settled(service.store)
+    sent = await service.push_targets([serial])  # read just before pushing
+    assert [t.push_token for t in sent.targets] == ["cc" * 32]
+    await service.add_stamps(serial, 1)  # committed after: the push did not cover it
+    covered = Coverage("apple", (serial,), sent.committed_below, "w1")
+    assert await service.acknowledge_deliveries([first.id], covered=covered) == 2
+    await settled(service.store)
+    [left] = await claim_visible(service, "w2")
+    assert left.serial == serial and left.id > first.id
+    assert await service.claim_deliveries("w3") == []
+
+
+async def test_a_platform_a_delivery_did_not_cover_keeps_its_rows(
+    service: StampService,
+) -> None:
+    serial = await _card_in_wallets(service, Platform.APPLE, Platform.GOOGLE)
+    await service.add_stamps(serial, 1)
+    apple = await claim_visible(service, "w1", platforms=["apple"])
+    sent = await service.push_targets([serial])
+    covered = Coverage("apple", (serial,), sent.committed_below, "w1")
+    assert await service.acknowledge_deliveries([r.id for r in apple], covered=covered) == 1
+    [google] = await claim_visible(service, "w2")
+    assert google.platform == "google"

@@ -12,13 +12,13 @@ pushes are unaffected). A configuration error pauses Apple delivery (:class:`Sen
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..apple.apns import APNsClient, DeadToken, Delivered, PushResult, RetryLater
 from ..errors import APNsClosedError, APNsConfigurationError, APNsInputError
 from .metrics import DeliveryMetrics
-from .worker import CardUpdate, SenderPaused
+from .worker import CardUpdate, SenderPaused, Sent
 
 if TYPE_CHECKING:
     from ..service import StampService
@@ -49,9 +49,12 @@ class AppleSender:
         self.metrics = metrics
         self.on_result = on_result
 
-    async def deliver(self, updates: Sequence[CardUpdate]) -> Mapping[str, str]:
+    async def deliver(self, updates: Sequence[CardUpdate]) -> Sent:
         serials = [u.serial for u in updates]
-        targets = await self.service.apple_targets(serials)
+        # Read just before pushing: the pushes below cover every change of these cards
+        # committed by then, claimed or not (the worker acknowledges those rows with them).
+        found = await self.service.push_targets(serials)
+        targets = found.targets
         # (pass type, token) -> the cards of this batch on that device
         devices: dict[str, dict[str, list[str]]] = {}
         for target in targets:
@@ -79,7 +82,7 @@ class AppleSender:
                 for cards in tokens.values():
                     for serial in cards:
                         failed.setdefault(serial, "APNsInputError")
-        return failed
+        return Sent(failed, covers_below=found.committed_below)
 
     async def _result(
         self, result: PushResult, cards: Sequence[str], failed: dict[str, str]

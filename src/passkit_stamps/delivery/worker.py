@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from ..service.delivery import DEFAULT_BATCH, DEFAULT_LEASE, Delivery, RetryPolicy
+from ..service.delivery import DEFAULT_BATCH, DEFAULT_LEASE, Coverage, Delivery, RetryPolicy
 from ..store import outbox as store_outbox
 from .metrics import DeliveryMetrics
 
@@ -66,6 +66,20 @@ class CardUpdate:
         return tuple(dict.fromkeys(row.reason for row in self.rows))
 
 
+@dataclass(frozen=True)
+class Sent:
+    """What a sender may return instead of the bare failures: ``failed`` as ever, and
+    ``covers_below``, a change-tag bound read just before the state went out (the service's
+    :meth:`push_targets`): every change of the delivered cards tagged below it had committed,
+    so their rows committed while the delivery was in flight are acknowledged with it
+    (:class:`passkit_stamps.service.delivery.Coverage`). Only for a sender whose delivery
+    brings the card's whole current state with nothing depending on the rows (Apple: the
+    device fetches the pass as it is then)."""
+
+    failed: Mapping[str, str]
+    covers_below: int | None = None
+
+
 class SenderPaused(Exception):
     """Raised by a sender when its platform cannot work until someone fixes its configuration
     (every further call would fail the same way). ``reason`` says what to fix."""
@@ -81,12 +95,13 @@ class Sender(Protocol):
     ``platform`` is the outbox's platform value the sender takes. ``deliver`` gets the updates
     of one batch (one per card) and returns the cards that FAILED, each with a short reason
     (``"503 ServiceUnavailable"``); every other card counts as delivered and its rows are
-    acknowledged. It raises :class:`SenderPaused` for a configuration error. It must not
-    acknowledge anything itself, and may be called again with the same cards (at least once)."""
+    acknowledged; or a :class:`Sent` with them and the change-tag bound its state covers. It
+    raises :class:`SenderPaused` for a configuration error. It must not acknowledge anything
+    itself, and may be called again with the same cards (at least once)."""
 
     platform: str
 
-    async def deliver(self, updates: Sequence[CardUpdate]) -> Mapping[str, str]: ...
+    async def deliver(self, updates: Sequence[CardUpdate]) -> Mapping[str, str] | Sent: ...
 
 
 def coalesce(rows: Sequence[Delivery]) -> dict[str, list[CardUpdate]]:
@@ -272,8 +287,9 @@ class DeliveryWorker:
     async def _deliver(self, platform: str, updates: list[CardUpdate]) -> None:
         sender = self.senders[platform]
         rows = [row for u in updates for row in u.rows]
+        covers_below: int | None = None
         try:
-            failed = await sender.deliver(updates)
+            result = await sender.deliver(updates)
         except SenderPaused as exc:
             self._pause(platform, exc.reason)
             await self.service.release_deliveries(
@@ -282,21 +298,30 @@ class DeliveryWorker:
             return
         except Exception as exc:  # a sender bug must not lose or burn the rows
             logger.exception("%s sender failed", platform)
-            failed = {u.serial: f"{type(exc).__name__}" for u in updates}
+            result = {u.serial: f"{type(exc).__name__}" for u in updates}
+        if isinstance(result, Sent):
+            failed, covers_below = result.failed, result.covers_below
+        else:
+            failed = result
         if platform in self.metrics.paused:
             logger.warning("%s delivery works again", platform)
             del self.metrics.paused[platform]
         done = [r.id for u in updates if u.serial not in failed for r in u.rows]
         failures = [(r, failed[u.serial]) for u in updates if u.serial in failed for r in u.rows]
-        if done:
-            await self.service.acknowledge_deliveries(done)
+        covered = None
+        if covers_below is not None:
+            delivered = tuple(u.serial for u in updates if u.serial not in failed)
+            covered = Coverage(platform, delivered, covers_below, self.owner)
+        removed = 0
+        if done or covered is not None:
+            removed = await self.service.acknowledge_deliveries(done, covered=covered)
         if failures:
             parked = await self.service.fail_deliveries(failures, self.retry)
             self.metrics.dead[platform] += parked
             for reason in failed.values():
                 self.metrics.failed(platform, reason)
         self.metrics.deliveries[platform] += len(updates) - len(failed)
-        self.metrics.rows[platform] += len(done)
+        self.metrics.rows[platform] += removed
 
     def _pause(self, platform: str, reason: str) -> None:
         if self.metrics.paused.get(platform) != reason:

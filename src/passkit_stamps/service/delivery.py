@@ -97,6 +97,28 @@ class AppleTarget:
 
 
 @dataclass(frozen=True)
+class PushTargets:
+    """The devices to push for a batch of cards, and ``committed_below``: read in the same
+    snapshot, every change tagged below it had committed, so a push sent after this read covers
+    those changes (:class:`Coverage`)."""
+
+    targets: list[AppleTarget]
+    committed_below: int
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a delivery covered: every change of ``serials`` on ``platform`` tagged below
+    ``below`` (committed before the state went out; :attr:`PushTargets.committed_below`).
+    ``owner``: the worker that delivered (rows another worker holds under a live lease stay)."""
+
+    platform: str
+    serials: tuple[str, ...]
+    below: int
+    owner: str
+
+
+@dataclass(frozen=True)
 class CardState:
     """A card as it is now, with its template (what the Google sender brings the object to)."""
 
@@ -154,12 +176,23 @@ class DeliveryOperations(ServiceCore):
 
         return await self.store.run_write(body)
 
-    async def acknowledge_deliveries(self, ids: Iterable[int]) -> int:
-        """Delivered: the rows leave the outbox; how many did."""
+    async def acknowledge_deliveries(
+        self, ids: Iterable[int], *, covered: Coverage | None = None
+    ) -> int:
+        """Delivered: the rows leave the outbox; how many did. With ``covered``, also the
+        rows of those cards committed while the delivery was in flight but before its state
+        went out (docs/push.md, "Duplicates"); rows committed after stay, to be delivered
+        again."""
         wanted = [int(i) for i in ids]
-        if not wanted:
+        if not wanted and (covered is None or not covered.serials):
             return 0
-        return await self.store.run_write(lambda conn: store_outbox.acknowledge(conn, wanted))
+        now = self._now()
+        fold = None
+        if covered is not None and covered.serials:
+            fold = (covered.platform, list(covered.serials), int(covered.below), covered.owner)
+        return await self.store.run_write(
+            lambda conn: store_outbox.acknowledge(conn, wanted, covered=fold, now=now)
+        )
 
     async def fail_deliveries(
         self,
@@ -206,12 +239,16 @@ class DeliveryOperations(ServiceCore):
 
     async def apple_targets(self, serials: Sequence[str]) -> list[AppleTarget]:
         """Every (card, pass type, push token) registered for the cards, in one read."""
-        if not serials:
-            return []
-        rows = await self.store.run_read(
+        return (await self.push_targets(serials)).targets
+
+    async def push_targets(self, serials: Sequence[str]) -> PushTargets:
+        """Every (card, pass type, push token) registered for the cards and the tag bound of
+        the same snapshot (what a push sent next covers), in one statement: read it just
+        before pushing."""
+        rows, below = await self.store.run_read(
             lambda conn: store_outbox.apple_targets(conn, list(serials))
         )
-        return [AppleTarget(*row) for row in rows]
+        return PushTargets([AppleTarget(*row) for row in rows], below)
 
     async def card_states(self, serials: Sequence[str]) -> dict[str, CardState]:
         """The cards as they are now (deleted ones included: they are served voided), with

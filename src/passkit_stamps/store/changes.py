@@ -42,9 +42,7 @@ OFFSET_COUNTER = "change_tag_offset"
 #: The step between two versions of one card's ``updated_at`` (see :func:`next_change_time`).
 CHANGE_STEP = timedelta(seconds=1)
 
-_OFFSET = (
-    sa.select(counters.c.value).where(counters.c.name == OFFSET_COUNTER).scalar_subquery()
-)
+_OFFSET = sa.select(counters.c.value).where(counters.c.name == OFFSET_COUNTER).scalar_subquery()
 
 #: PostgreSQL: this transaction's tag (assigns the transaction id if it has none yet).
 PG_TAG: sa.ColumnElement[Any] = (
@@ -81,6 +79,16 @@ def visible_below(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnEleme
     if dialect == "postgresql":
         return column < PG_HORIZON
     return None
+
+
+def committed_below(dialect: str) -> sa.ColumnElement[Any]:
+    """A tag bound read in a statement: every change tagged below it has committed (or rolled
+    back) by the statement's snapshot, and every change committed later gets a tag at or above
+    it. PostgreSQL: the visible horizon. SQLite: one above the counter's committed value (the
+    writer under way, if any, holds the next value, uncommitted)."""
+    if dialect == "postgresql":
+        return PG_HORIZON
+    return sa.select(counters.c.value + 1).where(counters.c.name == "change_tag").scalar_subquery()
 
 
 def next_change_time(previous: datetime, now: datetime) -> datetime:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -205,16 +206,39 @@ async def listen_outbox(engine: AsyncEngine, callback: Callable[[], None]) -> As
                 await driver.remove_listener(NOTIFY_CHANNEL, on_notify)
 
 
-#: At most this many rows of the claimed cards come along with a claim (beyond its limit).
-SIBLINGS = 1000
+#: The seed of the hash of serial and platform that keys a claim's advisory lock on a card
+#: (PostgreSQL): two claims never take rows of one card at once.
+CLAIM_LOCK_SEED = 727_301
 
 
-def _due(now: datetime) -> sa.ColumnElement[bool]:
+def _due(table: Any, now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(
-        outbox.c.dead_at.is_(None),
-        sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
-        sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until <= now),
+        table.c.dead_at.is_(None),
+        sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+        sa.or_(table.c.lease_until.is_(None), table.c.lease_until <= now),
     )
+
+
+def _in_flight(table: Any, now: datetime) -> sa.Exists:
+    """Some row of the same card and platform as ``table``'s row holds a live lease: the card's
+    delivery is in flight (in another worker, or another lane of this one)."""
+    other = outbox.alias("in_flight")
+    return sa.exists().where(
+        other.c.serial == table.c.serial,
+        other.c.platform == table.c.platform,
+        other.c.dead_at.is_(None),
+        other.c.lease_until > now,
+    )
+
+
+def _any(
+    column: sa.ColumnElement[Any], values: Sequence[Any], item: Any, dialect: str
+) -> sa.ColumnElement[bool]:
+    """``column IN values``: on PostgreSQL ``= ANY(array)``, one parameter whatever the count
+    (an expanding IN renders and prepares a new statement for every length)."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(item)))
+    return column.in_(list(values))
 
 
 def claim(
@@ -226,47 +250,121 @@ def claim(
     limit: int,
     platforms: Sequence[str] | None = None,
 ) -> list[Mapping[Any, Any]]:
-    """Lease up to ``limit`` due rows (oldest first) to ``owner`` until ``lease_until`` and count
-    the attempt; the rows as they are now. PostgreSQL skips rows another worker's claim holds
-    (``FOR UPDATE SKIP LOCKED``); on SQLite the single writer serialises claims. A row leased to
-    a worker that died is due again once its lease runs out."""
-    query = sa.select(outbox.c.id, outbox.c.serial).where(_due(now)).order_by(outbox.c.id)
-    if platforms is not None:
-        query = query.where(outbox.c.platform.in_(list(platforms)))
-    if conn.dialect.name == "postgresql":
-        # Only changes the serials endpoint already lists (tag below the visible horizon,
-        # store/changes.py): a device woken by the push then finds its pass in the list.
-        query = query.where(outbox.c.change_tag < changes.PG_HORIZON)
-        query = query.with_for_update(skip_locked=True)
-    first = conn.execute(query.limit(limit)).all()
-    if not first:
-        return []
-    ids = [row.id for row in first]
-    # The other due rows of the same cards come along (beyond ``limit``): one delivery covers
-    # them, and another worker cannot send the same card again a moment later.
-    serials = sorted({row.serial for row in first})
-    ids += conn.scalars(
-        query.with_only_columns(outbox.c.id)
-        .where(outbox.c.serial.in_(serials), outbox.c.id.not_in(ids))
-        .limit(max(limit, SIBLINGS))
+    """Lease to ``owner`` until ``lease_until`` every due row of up to ``limit`` cards (those
+    of the oldest due rows), and count the attempt; the rows as they are now, oldest first.
+
+    Claims go per card and platform: a card whose delivery is in flight (a row of it holds a
+    live lease) is skipped, so all due rows of a card go to one worker and a change committed
+    while a push is on its way waits for that push's acknowledgement (which takes it along
+    when the push covered it, :func:`acknowledge`) instead of being pushed again by another
+    worker at once. PostgreSQL: concurrent claims lock their cards with a transaction-level
+    advisory lock and skip cards another claim holds (SKIP LOCKED per card), then lease in a
+    second statement whose snapshot sees every lease committed before the lock was taken;
+    only changes below the visible horizon are claimed (store/changes.py). SQLite: the single
+    writer serialises claims. A row leased to a worker that died is due again once its lease
+    runs out."""
+    dialect = conn.dialect.name
+    first = outbox.alias("first")
+    scan = sa.select(first.c.id, first.c.serial, first.c.platform).where(
+        _due(first, now), ~_in_flight(first, now)
     )
-    # One statement leases and returns the rows (UPDATE ... RETURNING: SQLite 3.35+, PostgreSQL).
+    if platforms is not None:
+        scan = scan.where(_any(first.c.platform, platforms, sa.String, dialect))
+    horizon = changes.visible_below(first.c.change_tag, dialect)
+    if horizon is not None:
+        scan = scan.where(horizon)
+    # PostgreSQL looks twice as far: cards a concurrent claim holds are skipped, and the next
+    # ones taken instead (up to ``limit`` cards).
+    window = limit * 2 if dialect == "postgresql" else limit
+    oldest = scan.order_by(first.c.id).limit(window).subquery("oldest")
+    cards_of = (
+        sa.select(oldest.c.serial, oldest.c.platform, sa.func.min(oldest.c.id).label("first_id"))
+        .group_by(oldest.c.serial, oldest.c.platform)
+        .order_by(sa.func.min(oldest.c.id))
+        .subquery("cards_of")
+    )
+    lease = {
+        "lease_owner": owner,
+        "lease_until": lease_until,
+        "attempts": outbox.c.attempts + 1,
+    }
+    take = sa.and_(_due(outbox, now), ~_in_flight(outbox, now))
+    if dialect == "postgresql":
+        # Statement 1: the cards, oldest first, each locked for this transaction; a card another
+        # claim holds is skipped. The lock is volatile, so PostgreSQL evaluates it here, on the
+        # ordered cards until ``limit`` are locked, not inside the subqueries.
+        key = sa.func.hashtextextended(
+            cards_of.c.serial + "/" + cards_of.c.platform, CLAIM_LOCK_SEED
+        )
+        locked = conn.execute(
+            sa.select(cards_of.c.serial, cards_of.c.platform)
+            .where(sa.func.pg_try_advisory_xact_lock(key))
+            .limit(limit)
+        ).all()
+        if not locked:
+            return []
+        # Statement 2, a new snapshot: every lease committed by a claim that held one of these
+        # cards before us is seen here (the in-flight test), so no card is leased twice.
+        pairs = sa.select(
+            sa.func.unnest(sa.bindparam(None, [r.serial for r in locked], type_=ARRAY(sa.String))),
+            sa.func.unnest(
+                sa.bindparam(None, [r.platform for r in locked], type_=ARRAY(sa.String))
+            ),
+        )
+        where = sa.and_(
+            sa.tuple_(outbox.c.serial, outbox.c.platform).in_(pairs),
+            take,
+            outbox.c.change_tag < changes.PG_HORIZON,
+        )
+    else:
+        where = sa.and_(
+            sa.tuple_(outbox.c.serial, outbox.c.platform).in_(
+                sa.select(cards_of.c.serial, cards_of.c.platform).limit(limit)
+            ),
+            take,
+        )
     rows = conn.execute(
-        outbox.update()
-        .where(outbox.c.id.in_(ids))
-        .values(lease_owner=owner, lease_until=lease_until, attempts=outbox.c.attempts + 1)
-        .returning(*outbox.c)
+        outbox.update().where(where).values(**lease).returning(*outbox.c)
     ).mappings()
     return sorted(rows, key=lambda row: int(row["id"]))
 
 
-def acknowledge(conn: Connection, ids: Sequence[int]) -> int:
+def acknowledge(
+    conn: Connection,
+    ids: Sequence[int],
+    *,
+    covered: tuple[str, Sequence[str], int, str] | None = None,
+    now: datetime | None = None,
+) -> int:
     """Delivered: remove the rows; how many were removed. A broadcast's rows count as
-    delivered in its report (store/campaigns.py)."""
+    delivered in its report (store/campaigns.py).
+
+    ``covered`` = (platform, serials, below, owner): the delivery brought these cards' state as
+    it was once every change tagged below ``below`` had committed (the tag bound read just
+    before sending, :func:`committed_below`), so their rows on that platform with a smaller tag
+    are done too, claimed or not (a change committed while the push was in flight), unless
+    another worker holds them under a live lease. A row tagged ``below`` or above stays: it
+    may have committed after the state went out, and is delivered again."""
+    dialect = conn.dialect.name
+    condition = _any(outbox.c.id, ids, sa.BigInteger, dialect)
+    if covered is not None:
+        platform, serials, below, owner = covered
+        assert now is not None
+        condition = sa.or_(
+            condition,
+            sa.and_(
+                outbox.c.platform == platform,
+                _any(outbox.c.serial, serials, sa.String, dialect),
+                outbox.c.change_tag < below,
+                sa.or_(
+                    outbox.c.lease_until.is_(None),
+                    outbox.c.lease_until <= now,
+                    outbox.c.lease_owner == owner,
+                ),
+            ),
+        )
     result = conn.execute(
-        outbox.delete()
-        .where(outbox.c.id.in_(list(ids)))
-        .returning(outbox.c.campaign_id, outbox.c.platform)
+        outbox.delete().where(condition).returning(outbox.c.campaign_id, outbox.c.platform)
     )
     removed = list(result.mappings())
     count_delivered(conn, removed)
@@ -356,15 +454,27 @@ def retry_dead(conn: Connection, platform: str | None, now: datetime) -> int:
     return count
 
 
-def apple_targets(conn: Connection, serials: Sequence[str]) -> list[tuple[str, str, str]]:
+def apple_targets(
+    conn: Connection, serials: Sequence[str]
+) -> tuple[list[tuple[str, str, str]], int]:
     """(serial, pass type, push token) of every device registered for the cards: what the Apple
-    sender pushes to (one statement for a whole batch)."""
-    rows = conn.execute(
+    sender pushes to; and, read in the same statement (one snapshot), the bound below which
+    every change tag has committed (:func:`changes.committed_below`): a push sent after this
+    read covers every such change of these cards. One statement for a whole batch."""
+    bound = sa.select(changes.committed_below(conn.dialect.name).label("below")).subquery("bound")
+    targets = (
         sa.select(registrations.c.serial, registrations.c.pass_type_id, devices.c.push_token)
         .join(devices, devices.c.device_library_id == registrations.c.device_library_id)
-        .where(registrations.c.serial.in_(list(serials)))
+        .where(_any(registrations.c.serial, serials, sa.String, conn.dialect.name))
+        .subquery("targets")
     )
-    return [(r.serial, r.pass_type_id, r.push_token) for r in rows]
+    rows = conn.execute(
+        sa.select(
+            bound.c.below, targets.c.serial, targets.c.pass_type_id, targets.c.push_token
+        ).select_from(bound.outerjoin(targets, sa.true()))
+    ).all()
+    below = int(rows[0].below)
+    return [(r.serial, r.pass_type_id, r.push_token) for r in rows if r.serial is not None], below
 
 
 def token_registrations(conn: Connection, push_token: str) -> list[Mapping[Any, Any]]:
