@@ -4,16 +4,20 @@ back-off and parking, release, retry dead, stats, dead-token pruning honouring t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from conftest import Clock
 from passkit_stamps.engine import EventType, Platform
-from passkit_stamps.model import Holder
+from passkit_stamps.model import CardTemplate, Holder
 from passkit_stamps.service import StampService
 from passkit_stamps.service.delivery import Coverage, RetryPolicy
 from passkit_stamps.store import outbox as store_outbox
+from store_backends import open_test_store, postgres_url
 
 from .conftest import claim_visible, settled
 
@@ -98,7 +102,9 @@ async def test_release_gives_rows_back_without_counting_the_attempt(
     assert (again.attempts, again.last_error) == (1, "apple paused: bad cert")
 
 
-async def test_claims_by_concurrent_workers_never_share_a_row_or_a_card(service: StampService) -> None:
+async def test_claims_by_concurrent_workers_never_share_a_row_or_a_card(
+    service: StampService,
+) -> None:
     serials = [await _card_in_wallets(service, Platform.APPLE) for _ in range(4)]
     for serial in serials:
         for _ in range(5):
@@ -242,3 +248,59 @@ async def test_a_platform_a_delivery_did_not_cover_keeps_its_rows(
     assert await service.acknowledge_deliveries([r.id for r in apple], covered=covered) == 1
     [google] = await claim_visible(service, "w2")
     assert google.platform == "google"
+
+
+@asynccontextmanager
+async def _writer_holding_an_id(url: str, database: str | None) -> AsyncIterator[None]:
+    """A transaction with a transaction id, open for the block, in ``database`` of the test
+    server (None: the store's own)."""
+    import asyncpg
+
+    plain = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    if database is not None:
+        plain = plain.rsplit("/", 1)[0] + "/" + database
+    conn = await asyncpg.connect(plain)
+    try:
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.fetchval("SELECT pg_current_xact_id()")
+        yield
+        await transaction.rollback()
+    finally:
+        await conn.close()
+
+
+async def test_a_transaction_in_another_database_does_not_hold_deliveries_back(
+    tmp_path: Path, clock: Clock, coffee: CardTemplate
+) -> None:
+    url = postgres_url()
+    async with open_test_store("postgresql", tmp_path) as store:
+        service = StampService(store, clock=clock)
+        await service.publish_template(coffee)
+        serial = await _card_in_wallets(service, Platform.APPLE)
+        await service.register_device("phone", "dd" * 32, PASS_TYPE, serial)
+        async with _writer_holding_an_id(url, "postgres"):
+            await service.add_stamps(serial, 1)
+            # Transaction ids are cluster-wide, but a transaction of another database can
+            # never write a change here: it does not hold the horizon back.
+            [row] = await claim_visible(service, "w")
+            assert row.serial == serial
+            listed = await service.serials_updated_since("phone", PASS_TYPE, None)
+            assert listed.serials == [serial]
+
+
+async def test_a_transaction_in_this_database_holds_the_horizon(
+    tmp_path: Path, clock: Clock, coffee: CardTemplate
+) -> None:
+    url = postgres_url()
+    async with open_test_store("postgresql", tmp_path) as store:
+        service = StampService(store, clock=clock)
+        await service.publish_template(coffee)
+        serial = await _card_in_wallets(service, Platform.APPLE)
+        async with _writer_holding_an_id(url, None):
+            await service.add_stamps(serial, 1)
+            # It may write a change with a lower tag that commits later: nothing above it is
+            # final until it ends.
+            assert await service.claim_deliveries("w") == []
+        [row] = await claim_visible(service, "w")
+        assert row.serial == serial

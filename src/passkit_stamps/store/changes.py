@@ -14,12 +14,16 @@ PostgreSQL has concurrent writers, so the tag is the writing transaction's own i
 by schema step 6 so new tags are above every tag the old counter handed out, raised again by
 :func:`rebase_offset` if a restore into a new cluster ever restarts the ids). No row is locked.
 
-**Horizon (PostgreSQL).** ``pg_snapshot_xmin(pg_current_snapshot())`` is the oldest transaction
-still running when the statement's snapshot was taken: every lower id has ended, and every
-transaction that has not yet committed, now or later, has an id at or above it. A reader lists
-only tags below the horizon (read in the same statement, so the same snapshot): a change it
-cannot see yet always has a tag above everything it lists, so the largest listed tag is a safe
-``lastUpdated``. On SQLite the horizon is unbounded (a snapshot never misses an earlier tag).
+**Horizon (PostgreSQL).** The oldest transaction of THIS database still running when the
+statement's snapshot was taken (the snapshot's running ids less those that backends of other
+databases hold; the snapshot's ``xmax`` when none is left): every lower id of this database has
+ended, and every transaction here that has not yet committed, now or later, has an id at or
+above it. A reader lists only tags below the horizon (read in the same statement, so the same
+snapshot): a change it cannot see yet always has a tag above everything it lists, so the largest
+listed tag is a safe ``lastUpdated``. Transactions of other databases on the server (a bulk load,
+a ``pg_dump``) never write a change here, so they no longer hold the horizon back (they did while
+it was the cluster-wide ``pg_snapshot_xmin``). On SQLite the horizon is unbounded (a snapshot
+never misses an earlier tag).
 
 **Change times.** A card's new ``updated_at`` is ``max(now, previous updated_at + 1 s)``,
 computed under the card's row lock: its whole second (rounded up) is always later than the
@@ -48,11 +52,25 @@ _OFFSET = sa.select(counters.c.value).where(counters.c.name == OFFSET_COUNTER).s
 PG_TAG: sa.ColumnElement[Any] = (
     sa.literal_column("pg_current_xact_id()::text::bigint", sa.BigInteger) + _OFFSET
 )
+#: PostgreSQL: the oldest transaction id, in the statement's snapshot, that may still commit a
+#: change here: the snapshot's running ids (``xip``, top-level ids of every database) less those
+#: a backend of ANOTHER database holds (such a transaction can never write this store's tables;
+#: a backend never changes database, so that reading is final however late it is made), or,
+#: when none is left, the snapshot's ``xmax`` (every lower id has ended). An id not found among
+#: the backends (ended meanwhile, a prepared transaction) counts: the bound only errs low.
+_PG_WRITERS_XMIN = """COALESCE((
+    SELECT min(running::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot()) AS running
+    WHERE (running::text::bigint & 4294967295) NOT IN (
+        SELECT other.backend_xid::text::bigint FROM pg_stat_get_activity(NULL) AS other
+        WHERE other.backend_xid IS NOT NULL
+        AND other.datid <> (SELECT oid FROM pg_database WHERE datname = current_database()))
+), pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"""
+
 #: PostgreSQL: tags below this are final in the statement's snapshot (see the module docs).
-PG_HORIZON: sa.ColumnElement[Any] = (
-    sa.literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", sa.BigInteger)
-    + _OFFSET
-)
+#: Read it in the FIRST statement of a transaction (or alone): PostgreSQL keeps the backends'
+#: activity it reads for the rest of the transaction, and a later snapshot must not be judged
+#: by an earlier reading.
+PG_HORIZON: sa.ColumnElement[Any] = sa.literal_column(_PG_WRITERS_XMIN, sa.BigInteger) + _OFFSET
 
 _NEXT_COUNTER = (
     counters.update()

@@ -297,12 +297,15 @@ def claim(
             cards_of.c.serial + "/" + cards_of.c.platform, CLAIM_LOCK_SEED
         )
         locked = conn.execute(
-            sa.select(cards_of.c.serial, cards_of.c.platform)
+            sa.select(cards_of.c.serial, cards_of.c.platform, changes.PG_HORIZON.label("horizon"))
             .where(sa.func.pg_try_advisory_xact_lock(key))
             .limit(limit)
         ).all()
         if not locked:
             return []
+        # The horizon as statement 1 read it (the first of the transaction, store/changes.py);
+        # a lower bound of statement 2's.
+        horizon_value = int(locked[0].horizon)
         # Statement 2, a new snapshot: every lease committed by a claim that held one of these
         # cards before us is seen here (the in-flight test), so no card is leased twice.
         pairs = sa.select(
@@ -314,7 +317,7 @@ def claim(
         where = sa.and_(
             sa.tuple_(outbox.c.serial, outbox.c.platform).in_(pairs),
             take,
-            outbox.c.change_tag < changes.PG_HORIZON,
+            outbox.c.change_tag < horizon_value,
         )
     else:
         where = sa.and_(
