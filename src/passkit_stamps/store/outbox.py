@@ -13,17 +13,19 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import changes
 from .campaigns import count_delivered
 from .cards import template_cards_where
 from .schema import card_platforms, cards, devices, notifications, outbox, registrations
+
+if TYPE_CHECKING:  # an annotation only: the asyncio extension imports the ORM (start-up cost)
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 def outbox_row(

@@ -12,25 +12,33 @@ connection: one thread hand-off per transaction instead of three or four per sta
 aiosqlite, which was most of an operation's time. On PostgreSQL the function runs through
 ``AsyncConnection.run_sync`` (each statement still awaits asyncpg). :meth:`Store.write` and
 :meth:`Store.read` give an async connection for everything else.
+
+On SQLite the async engine (aiosqlite) is made on first use of :attr:`Store.engine`: opening the
+store and the service's transactions need only the plain sqlite3 engine, so a command line call
+never imports SQLAlchemy's asyncio extension, which imports the ORM (most of a command's start-up;
+docs/architecture.md, "Start-up cost").
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, closing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..errors import StoreError, StoreNotFoundError
 from . import changes, schema
+
+if TYPE_CHECKING:  # imported where an async engine is made (see the module documentation)
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 T = TypeVar("T")
 
@@ -74,18 +82,24 @@ class Store:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        engine: AsyncEngine | None,
         url: str,
         connect_args: Mapping[str, Any] | None = None,
         *,
         sync_engine: sa.Engine | None = None,
+        make_engine: Callable[[], AsyncEngine] | None = None,
     ) -> None:
-        self.engine = engine
+        some = engine or sync_engine
+        if some is None or (engine is None and make_engine is None):
+            raise StoreError("a store needs an async engine, or a sync engine and make_engine")
+        self._engine = engine
+        #: Makes the async engine on first use of :attr:`engine` (SQLite).
+        self._make_engine = make_engine
         self.url = url
         #: As given to :meth:`open` (to open the same database again).
         self.connect_args: dict[str, Any] = dict(connect_args or {})
-        self.is_sqlite = engine.dialect.name == "sqlite"
-        self.is_postgres = engine.dialect.name == "postgresql"
+        self.is_sqlite = some.dialect.name == "sqlite"
+        self.is_postgres = some.dialect.name == "postgresql"
         #: SQLite: whether the FTS5 trigram search table exists (set by :meth:`open`).
         self.has_search_index = False
         self._write_lock = asyncio.Lock()
@@ -99,6 +113,16 @@ class Store:
             self._readers = ThreadPoolExecutor(
                 SQLITE_READ_THREADS, thread_name_prefix="pks-sqlite-read"
             )
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine, for :meth:`write`, :meth:`read` and callers that need one. On SQLite
+        it is made on first use (nothing else needs it; see the module documentation)."""
+        engine = self._engine
+        if engine is None:
+            assert self._make_engine is not None
+            engine = self._engine = self._make_engine()
+        return engine
 
     @classmethod
     async def open(
@@ -133,7 +157,8 @@ class Store:
                 f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, "
                 f"got {sqlite_synchronous!r:.40}"
             )
-        if parsed.get_backend_name() == "postgresql":
+        backend = parsed.get_backend_name()
+        if backend == "postgresql":
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
         else:
             if parsed.database in (None, "", ":memory:"):
@@ -143,10 +168,10 @@ class Store:
                 _create_sqlite_file(url, parsed.database)
             elif not _sqlite_has_store(parsed.database):
                 raise _not_found(url)
-        sync_engine: sa.Engine | None = None
         try:
-            engine = create_async_engine(async_url, **kwargs)
-            if engine.dialect.name == "sqlite":
+            if backend == "sqlite":
+                if importlib.util.find_spec("aiosqlite") is None:  # made on first use: check now
+                    raise ImportError("No module named 'aiosqlite'")
                 sync_args = {**kwargs["connect_args"], "check_same_thread": False}
                 sync_engine = sa.create_engine(
                     parsed.set(drivername="sqlite+pysqlite"),
@@ -154,21 +179,35 @@ class Store:
                     pool_size=SQLITE_READ_THREADS + 1,
                     max_overflow=SQLITE_READ_THREADS,
                 )
+                _configure_sqlite(sync_engine, synchronous)
+
+                def make_engine() -> AsyncEngine:
+                    from sqlalchemy.ext.asyncio import create_async_engine
+
+                    engine = create_async_engine(async_url, **kwargs)
+                    _configure_sqlite(engine.sync_engine, synchronous)
+                    return engine
+
+                store = cls(
+                    None, url, connect_args, sync_engine=sync_engine, make_engine=make_engine
+                )
+            else:
+                from sqlalchemy.ext.asyncio import create_async_engine
+
+                store = cls(create_async_engine(async_url, **kwargs), url, connect_args)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise StoreError(f"cannot use store URL {_safe(url)}: {exc}") from None
-        if engine.dialect.name == "sqlite":
-            _configure_sqlite(engine.sync_engine, synchronous)
-            assert sync_engine is not None
-            _configure_sqlite(sync_engine, synchronous)
-        store = cls(engine, url, connect_args, sync_engine=sync_engine)
+
+        def prepare(conn: sa.Connection) -> bool:
+            """Check, create or upgrade the schema; whether the search index exists (SQLite)."""
+            if not create and schema.current_version(conn) == 0:
+                raise _not_found(url)
+            schema.upgrade(conn)
+            changes.rebase_offset(conn)  # new tags above every stored one
+            return store.is_sqlite and schema.has_search_index(conn)
+
         try:
-            async with store.write() as conn:
-                if not create and await conn.run_sync(schema.current_version) == 0:
-                    raise _not_found(url)
-                await conn.run_sync(schema.upgrade)
-                await conn.run_sync(changes.rebase_offset)  # new tags above every stored one
-                if store.is_sqlite:
-                    store.has_search_index = await conn.run_sync(schema.has_search_index)
+            store.has_search_index = await store.run_write(prepare)
         except StoreError:
             await store.close()
             raise
@@ -186,7 +225,8 @@ class Store:
                 await asyncio.to_thread(pool.shutdown, wait=True)
         if self._sync_engine is not None:
             self._sync_engine.dispose()
-        await self.engine.dispose()
+        if self._engine is not None:
+            await self._engine.dispose()
 
     async def run_write(self, body: Callable[[sa.Connection], T]) -> T:
         """Run ``body`` as one write transaction and return its result: committed when it
@@ -245,8 +285,7 @@ class Store:
 
     async def schema_version(self) -> int:
         """The schema version recorded in the database."""
-        async with self.read() as conn:
-            return await conn.run_sync(schema.current_version)
+        return await self.run_read(schema.current_version)
 
 
 def _configure_sqlite(engine: sa.Engine, synchronous: str) -> None:
