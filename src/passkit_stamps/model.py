@@ -12,7 +12,6 @@ import io
 import os
 import re
 import stat
-import tomllib
 import warnings
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -34,7 +33,9 @@ from pydantic import (
 )
 
 from .errors import CardInputError, PasskitStampsError, Problem, TemplateError, TextTemplateError
-from .templating import TEXT_VARIABLES, check_text_template, render_text, render_text_or
+
+# The text templates (.templating, on jinja2) are imported where a text is checked or rendered:
+# a template read back from a store is not checked again, and a stamp renders no text.
 
 TEMPLATE_FILE = "template.toml"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -629,6 +630,8 @@ class CardTemplate(_TemplatePart):
     def load(cls, path: str | Path) -> CardTemplate:
         """Load ``path/template.toml`` and its images. Raises one TemplateError listing every
         problem with its place."""
+        import tomllib  # here: only loading a template folder reads TOML
+
         if not isinstance(path, str | os.PathLike) or "\0" in str(path):
             raise TemplateError([Problem("(folder)", f"not a folder path: {path!r:.80}")])
         folder = Path(path)
@@ -868,6 +871,8 @@ def _texts_or_stub(value: Any) -> TemplateTexts:
 def rule_problems(t: CardTemplate, *, check_texts: bool = True) -> list[Problem]:
     """Cross-field rules pydantic cannot express field by field; with ``check_texts=False``
     the text templates are not judged (a template read back from a store)."""
+    if check_texts:
+        from .templating import TEXT_VARIABLES, check_text_template
     problems: list[Problem] = []
 
     def add(place: str, message: str) -> None:
@@ -964,6 +969,8 @@ def text_problems(t: CardTemplate) -> list[Problem]:
     """Render every text of ``t`` in every language for representative cards; a text that
     fails for any of them is a problem naming the field and the card (a text that fails at
     serving time would otherwise break every card of the template)."""
+    from .templating import render_text
+
     problems: list[Problem] = []
     for lang, texts in t.texts.items():
         contexts = _sample_contexts(t, lang)
@@ -1129,6 +1136,8 @@ def card_text(template: CardTemplate, key: str, language: str, context: Mapping[
     or failing only for an unusual card, must not turn a pass or a page into a server error: a
     label falls back to its built-in translation (English for other languages), a body text to
     the merchant's text without its markup. The failure is logged once per text."""
+    from .templating import render_text_or
+
     lang = language if language in template.texts else template.default_language
     texts = template.texts[lang]
     if key in LABEL_KEYS:

@@ -20,7 +20,6 @@ from ..store import cards as store_cards
 from ..store import email as store_email
 from ..store import journal as store_journal
 from ..store.schema import utc
-from ..templating import render_text_or
 from .checks import check_page
 from .core import ServiceCore
 
@@ -107,6 +106,8 @@ def render_email(
     template: CardTemplate, card: Card, kind: str, card_url: str, message: str = ""
 ) -> EmailContent | None:
     """The e-mail of ``kind`` for the card's holder; None when the holder has no address."""
+    from ..templating import render_text_or  # jinja2 on first use: most commands send no mail
+
     if card.holder.email is None:
         return None
     language = card.language if card.language in template.texts else template.default_language
