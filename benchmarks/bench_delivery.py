@@ -207,6 +207,7 @@ async def latency_run(
     times_file = Path(tempfile.mkdtemp()) / "arrivals.json"
     fake = FakeProcess([sys.executable, __file__, "--timed-fake", str(times_file)], pki.wwdr_cert)
     starts: list[tuple[str, float]] = []
+    committed: dict[str, list[float]] = {}
     try:
         async with open_store(kind, pg_url) as store:
             await seed(store, n)
@@ -227,6 +228,7 @@ async def latency_run(
                     started = time.time()
                     await service.add_stamps(f"B{i:015d}", 1)
                     starts.append((f"{i:064x}", started))
+                    committed.setdefault(f"{i:064x}", []).append(time.time())
                 deadline = time.perf_counter() + 10
                 while worker.metrics.rows["apple"] < len(starts) and time.perf_counter() < deadline:
                     await asyncio.sleep(0.05)
@@ -244,13 +246,28 @@ async def latency_run(
             continue
         latencies.append((min(after) - started) * 1000)
     latencies.sort()
+    pushes = sum(len(times) for times in arrivals.values())
     return {
         "stamps": len(starts),
+        "pushes": pushes,
+        "duplicates": duplicates(arrivals, committed) / max(1, pushes),
         "p50": statistics.median(latencies),
         "p99": latencies[int(len(latencies) * 0.99) - 1],
         "max": latencies[-1],
         "missing": missing,
     }
+
+
+def duplicates(arrivals: dict[str, list[float]], committed: dict[str, list[float]]) -> int:
+    """Pushes that brought nothing new: no change of the device's card committed between its
+    previous push and this one (tests/delivery/test_crash.py's strict count)."""
+    dup = 0
+    for token, times in arrivals.items():
+        previous = 0.0
+        for at in sorted(times):
+            dup += not any(previous < done <= at for done in committed.get(token, []))
+            previous = at
+    return dup
 
 
 def timed_fake(times_file: str, args: list[str]) -> None:
@@ -342,7 +359,8 @@ def main() -> None:
                 f"{kind:10} latency at {args.rate:.0f} stamps/s: p50 "
                 f"{spread([r['p50'] for r in lat])} ms, p99 {spread([r['p99'] for r in lat])} ms, "
                 f"max {spread([r['max'] for r in lat])} ms, missing "
-                f"{sum(r['missing'] for r in lat)}",
+                f"{sum(r['missing'] for r in lat)}, duplicate pushes "
+                f"{spread([100 * r['duplicates'] for r in lat], '{:.2f}')}%",
                 flush=True,
             )
     print(f"load average after: {os.getloadavg()}", flush=True)

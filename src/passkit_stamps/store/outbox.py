@@ -213,7 +213,7 @@ async def listen_outbox(engine: AsyncEngine, callback: Callable[[], None]) -> As
 CLAIM_LOCK_SEED = 727_301
 
 
-def _due(table: Any, now: datetime) -> sa.ColumnElement[bool]:
+def _due(table: Any, now: Any) -> sa.ColumnElement[bool]:
     return sa.and_(
         table.c.dead_at.is_(None),
         sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
@@ -221,7 +221,7 @@ def _due(table: Any, now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
-def _in_flight(table: Any, now: datetime) -> sa.Exists:
+def _in_flight(table: Any, now: Any) -> sa.Exists:
     """Some row of the same card and platform as ``table``'s row holds a live lease: the card's
     delivery is in flight (in another worker, or another lane of this one)."""
     other = outbox.alias("in_flight")
@@ -233,14 +233,109 @@ def _in_flight(table: Any, now: datetime) -> sa.Exists:
     )
 
 
-def _any(
-    column: sa.ColumnElement[Any], values: Sequence[Any], item: Any, dialect: str
-) -> sa.ColumnElement[bool]:
-    """``column IN values``: on PostgreSQL ``= ANY(array)``, one parameter whatever the count
-    (an expanding IN renders and prepares a new statement for every length)."""
+def _list(name: str, item: Any, dialect: str) -> sa.BindParameter[Any]:
+    """A parameter holding a list: on PostgreSQL one array (``= ANY($1)``, one prepared
+    statement whatever the length; an expanding IN renders and prepares a new one for every
+    length), elsewhere an expanding IN."""
     if dialect == "postgresql":
-        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(item)))
-    return column.in_(list(values))
+        return sa.bindparam(name, type_=ARRAY(item))
+    return sa.bindparam(name, expanding=True)
+
+
+def _in(column: sa.ColumnElement[Any], values: sa.BindParameter[Any]) -> sa.ColumnElement[bool]:
+    if values.expanding:
+        return column.in_(values)
+    return column == sa.any_(values)
+
+
+#: The dispatcher's statements, built once per (dialect, variant): building SQLAlchemy Core
+#: objects costs more client time than running these statements.
+_STATEMENTS: dict[tuple[str, ...], Any] = {}
+
+
+def _statement(key: tuple[str, ...], build: Callable[[], Any]) -> Any:
+    found = _STATEMENTS.get(key)
+    if found is None:
+        found = _STATEMENTS[key] = build()
+    return found
+
+
+_NOW = sa.bindparam("now", type_=outbox.c.lease_until.type)
+_LEASE = {
+    "lease_owner": sa.bindparam("owner", type_=sa.String),
+    "lease_until": sa.bindparam("lease_until", type_=outbox.c.lease_until.type),
+    "attempts": outbox.c.attempts + 1,
+}
+
+
+def _cards_of(dialect: str, platforms: bool) -> sa.Subquery:
+    """The cards (serial, platform) of the oldest ``window`` due rows not in flight (below the
+    horizon on PostgreSQL), oldest first."""
+    first = outbox.alias("first")
+    scan = sa.select(first.c.id, first.c.serial, first.c.platform).where(
+        _due(first, _NOW), ~_in_flight(first, _NOW)
+    )
+    if platforms:
+        scan = scan.where(_in(first.c.platform, _list("platforms", sa.String, dialect)))
+    horizon = changes.visible_below(first.c.change_tag, dialect)
+    if horizon is not None:
+        scan = scan.where(horizon)
+    oldest = (
+        scan.order_by(first.c.id).limit(sa.bindparam("window", type_=sa.Integer)).subquery("oldest")
+    )
+    return (
+        sa.select(oldest.c.serial, oldest.c.platform, sa.func.min(oldest.c.id).label("first_id"))
+        .group_by(oldest.c.serial, oldest.c.platform)
+        .order_by(sa.func.min(oldest.c.id))
+        .subquery("cards_of")
+    )
+
+
+def _pg_lock_cards(platforms: bool) -> Any:
+    # The cards, oldest first, each locked for this transaction; a card another claim holds is
+    # skipped. The lock is volatile, so PostgreSQL evaluates it here, on the ordered cards
+    # until ``limit`` are locked, not inside the subqueries.
+    cards_of = _cards_of("postgresql", platforms)
+    key = sa.func.hashtextextended(cards_of.c.serial + "/" + cards_of.c.platform, CLAIM_LOCK_SEED)
+    return (
+        sa.select(cards_of.c.serial, cards_of.c.platform, changes.PG_HORIZON.label("horizon"))
+        .where(sa.func.pg_try_advisory_xact_lock(key))
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+
+
+def _pg_lease_cards() -> Any:
+    pairs = sa.select(
+        sa.func.unnest(sa.bindparam("serials", type_=ARRAY(sa.String))),
+        sa.func.unnest(sa.bindparam("card_platforms", type_=ARRAY(sa.String))),
+    )
+    return (
+        outbox.update()
+        .where(
+            sa.tuple_(outbox.c.serial, outbox.c.platform).in_(pairs),
+            _due(outbox, _NOW),
+            ~_in_flight(outbox, _NOW),
+            outbox.c.change_tag < sa.bindparam("horizon", type_=sa.BigInteger),
+        )
+        .values(**_LEASE)
+        .returning(*outbox.c)
+    )
+
+
+def _lease_oldest_cards(dialect: str, platforms: bool) -> Any:
+    cards_of = _cards_of(dialect, platforms)
+    return (
+        outbox.update()
+        .where(
+            sa.tuple_(outbox.c.serial, outbox.c.platform).in_(
+                sa.select(cards_of.c.serial, cards_of.c.platform)
+            ),
+            _due(outbox, _NOW),
+            ~_in_flight(outbox, _NOW),
+        )
+        .values(**_LEASE)
+        .returning(*outbox.c)
+    )
 
 
 def claim(
@@ -266,72 +361,52 @@ def claim(
     writer serialises claims. A row leased to a worker that died is due again once its lease
     runs out."""
     dialect = conn.dialect.name
-    first = outbox.alias("first")
-    scan = sa.select(first.c.id, first.c.serial, first.c.platform).where(
-        _due(first, now), ~_in_flight(first, now)
-    )
+    variant = "platforms" if platforms is not None else "all"
+    params: dict[str, Any] = {"now": now, "owner": owner, "lease_until": lease_until}
     if platforms is not None:
-        scan = scan.where(_any(first.c.platform, platforms, sa.String, dialect))
-    horizon = changes.visible_below(first.c.change_tag, dialect)
-    if horizon is not None:
-        scan = scan.where(horizon)
-    # PostgreSQL looks twice as far: cards a concurrent claim holds are skipped, and the next
-    # ones taken instead (up to ``limit`` cards).
-    window = limit * 2 if dialect == "postgresql" else limit
-    oldest = scan.order_by(first.c.id).limit(window).subquery("oldest")
-    cards_of = (
-        sa.select(oldest.c.serial, oldest.c.platform, sa.func.min(oldest.c.id).label("first_id"))
-        .group_by(oldest.c.serial, oldest.c.platform)
-        .order_by(sa.func.min(oldest.c.id))
-        .subquery("cards_of")
-    )
-    lease = {
-        "lease_owner": owner,
-        "lease_until": lease_until,
-        "attempts": outbox.c.attempts + 1,
-    }
-    take = sa.and_(_due(outbox, now), ~_in_flight(outbox, now))
+        params["platforms"] = list(platforms)
     if dialect == "postgresql":
-        # Statement 1: the cards, oldest first, each locked for this transaction; a card another
-        # claim holds is skipped. The lock is volatile, so PostgreSQL evaluates it here, on the
-        # ordered cards until ``limit`` are locked, not inside the subqueries.
-        key = sa.func.hashtextextended(
-            cards_of.c.serial + "/" + cards_of.c.platform, CLAIM_LOCK_SEED
-        )
-        locked = conn.execute(
-            sa.select(cards_of.c.serial, cards_of.c.platform, changes.PG_HORIZON.label("horizon"))
-            .where(sa.func.pg_try_advisory_xact_lock(key))
-            .limit(limit)
-        ).all()
+        # Twice as deep: cards a concurrent claim holds are skipped, the next ones taken.
+        lock = _statement(("lock", variant), lambda: _pg_lock_cards(platforms is not None))
+        locked = conn.execute(lock, {**params, "window": limit * 2, "limit": limit}).all()
         if not locked:
             return []
-        # The horizon as statement 1 read it (the first of the transaction, store/changes.py);
-        # a lower bound of statement 2's.
-        horizon_value = int(locked[0].horizon)
         # Statement 2, a new snapshot: every lease committed by a claim that held one of these
-        # cards before us is seen here (the in-flight test), so no card is leased twice.
-        pairs = sa.select(
-            sa.func.unnest(sa.bindparam(None, [r.serial for r in locked], type_=ARRAY(sa.String))),
-            sa.func.unnest(
-                sa.bindparam(None, [r.platform for r in locked], type_=ARRAY(sa.String))
-            ),
+        # cards before us is seen here (the in-flight test), so no card is leased twice. The
+        # horizon as statement 1 read it (the first of the transaction, store/changes.py).
+        lease = _statement(("lease",), _pg_lease_cards)
+        params.update(
+            serials=[r.serial for r in locked],
+            card_platforms=[r.platform for r in locked],
+            horizon=int(locked[0].horizon),
         )
-        where = sa.and_(
-            sa.tuple_(outbox.c.serial, outbox.c.platform).in_(pairs),
-            take,
-            outbox.c.change_tag < horizon_value,
-        )
+        rows = conn.execute(lease, params).mappings()
     else:
-        where = sa.and_(
-            sa.tuple_(outbox.c.serial, outbox.c.platform).in_(
-                sa.select(cards_of.c.serial, cards_of.c.platform).limit(limit)
-            ),
-            take,
+        lease = _statement(
+            (dialect, "lease", variant),
+            lambda: _lease_oldest_cards(dialect, platforms is not None),
         )
-    rows = conn.execute(
-        outbox.update().where(where).values(**lease).returning(*outbox.c)
-    ).mappings()
+        rows = conn.execute(lease, {**params, "window": limit}).mappings()
     return sorted(rows, key=lambda row: int(row["id"]))
+
+
+def _acknowledge(dialect: str, covered: bool) -> Any:
+    condition = _in(outbox.c.id, _list("ids", sa.BigInteger, dialect))
+    if covered:
+        condition = sa.or_(
+            condition,
+            sa.and_(
+                outbox.c.platform == sa.bindparam("platform", type_=sa.String),
+                _in(outbox.c.serial, _list("serials", sa.String, dialect)),
+                outbox.c.change_tag < sa.bindparam("below", type_=sa.BigInteger),
+                sa.or_(
+                    outbox.c.lease_until.is_(None),
+                    outbox.c.lease_until <= _NOW,
+                    outbox.c.lease_owner == sa.bindparam("owner", type_=sa.String),
+                ),
+            ),
+        )
+    return outbox.delete().where(condition).returning(outbox.c.campaign_id, outbox.c.platform)
 
 
 def acknowledge(
@@ -346,32 +421,20 @@ def acknowledge(
 
     ``covered`` = (platform, serials, below, owner): the delivery brought these cards' state as
     it was once every change tagged below ``below`` had committed (the tag bound read just
-    before sending, :func:`committed_below`), so their rows on that platform with a smaller tag
+    before sending, :func:`apple_targets`), so their rows on that platform with a smaller tag
     are done too, claimed or not (a change committed while the push was in flight), unless
     another worker holds them under a live lease. A row tagged ``below`` or above stays: it
     may have committed after the state went out, and is delivered again."""
     dialect = conn.dialect.name
-    condition = _any(outbox.c.id, ids, sa.BigInteger, dialect)
+    params: dict[str, Any] = {"ids": list(ids)}
     if covered is not None:
         platform, serials, below, owner = covered
-        assert now is not None
-        condition = sa.or_(
-            condition,
-            sa.and_(
-                outbox.c.platform == platform,
-                _any(outbox.c.serial, serials, sa.String, dialect),
-                outbox.c.change_tag < below,
-                sa.or_(
-                    outbox.c.lease_until.is_(None),
-                    outbox.c.lease_until <= now,
-                    outbox.c.lease_owner == owner,
-                ),
-            ),
-        )
-    result = conn.execute(
-        outbox.delete().where(condition).returning(outbox.c.campaign_id, outbox.c.platform)
+        params.update(platform=platform, serials=list(serials), below=below, owner=owner, now=now)
+    statement = _statement(
+        (dialect, "acknowledge", str(covered is not None)),
+        lambda: _acknowledge(dialect, covered is not None),
     )
-    removed = list(result.mappings())
+    removed = list(conn.execute(statement, params).mappings())
     count_delivered(conn, removed)
     return len(removed)
 
@@ -459,6 +522,19 @@ def retry_dead(conn: Connection, platform: str | None, now: datetime) -> int:
     return count
 
 
+def _apple_targets(dialect: str) -> Any:
+    bound = sa.select(changes.committed_below(dialect).label("below")).subquery("bound")
+    targets = (
+        sa.select(registrations.c.serial, registrations.c.pass_type_id, devices.c.push_token)
+        .join(devices, devices.c.device_library_id == registrations.c.device_library_id)
+        .where(_in(registrations.c.serial, _list("serials", sa.String, dialect)))
+        .subquery("targets")
+    )
+    return sa.select(
+        bound.c.below, targets.c.serial, targets.c.pass_type_id, targets.c.push_token
+    ).select_from(bound.outerjoin(targets, sa.true()))
+
+
 def apple_targets(
     conn: Connection, serials: Sequence[str]
 ) -> tuple[list[tuple[str, str, str]], int]:
@@ -466,18 +542,9 @@ def apple_targets(
     sender pushes to; and, read in the same statement (one snapshot), the bound below which
     every change tag has committed (:func:`changes.committed_below`): a push sent after this
     read covers every such change of these cards. One statement for a whole batch."""
-    bound = sa.select(changes.committed_below(conn.dialect.name).label("below")).subquery("bound")
-    targets = (
-        sa.select(registrations.c.serial, registrations.c.pass_type_id, devices.c.push_token)
-        .join(devices, devices.c.device_library_id == registrations.c.device_library_id)
-        .where(_any(registrations.c.serial, serials, sa.String, conn.dialect.name))
-        .subquery("targets")
-    )
-    rows = conn.execute(
-        sa.select(
-            bound.c.below, targets.c.serial, targets.c.pass_type_id, targets.c.push_token
-        ).select_from(bound.outerjoin(targets, sa.true()))
-    ).all()
+    dialect = conn.dialect.name
+    statement = _statement((dialect, "targets"), lambda: _apple_targets(dialect))
+    rows = conn.execute(statement, {"serials": list(serials)}).all()
     below = int(rows[0].below)
     return [(r.serial, r.pass_type_id, r.push_token) for r in rows if r.serial is not None], below
 
