@@ -511,6 +511,10 @@ class Enrolment(_TemplatePart):
     ask_phone: bool = Field(default=False, strict=True)
     ask_birthday: bool = Field(default=False, strict=True)
     consent: Localized | None = None
+    #: Every submission gets the same "check your e-mail" answer, the card's link goes by
+    #: e-mail only: the page does not tell who holds a card (web/enrol.py). Left out of the
+    #: stored form when false, so templates stored before it keep their digest.
+    private: bool = Field(default=False, strict=True, exclude_if=lambda v: v is False)
 
     @field_validator("consent")
     @classmethod

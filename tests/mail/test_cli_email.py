@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -243,3 +243,74 @@ async def test_serve_sends_the_enrolment_email_from_its_own_dispatcher(
     assert body is not None and web.card_page_url(serial) in body.get_content()
     for leak in _secrets_of(PASSWORD):
         assert leak not in log.read_text()
+
+
+async def _raw_post(port: int, path: str, body: bytes, cookie: str) -> bytes:
+    """A form POST over a socket of its own; the whole answer as bytes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    await writer.wait_closed()
+    return answer
+
+
+async def test_serve_private_enrolment_answers_alike_and_emails_both(
+    shop: tuple[str, StampService],
+    smtp: SmtpServer,
+    dev_pki: DevPKI,
+    coffee: CardTemplate,
+    tmp_path: Path,
+) -> None:
+    """Over a real server: a new address and the same address again get the same bytes (the
+    Date header aside); the new customer gets the card's link by e-mail, the second submission
+    the "you already have a card" e-mail with the same link."""
+    from passkit_stamps.model import Enrolment
+
+    db, service = shop
+    await service.publish_template(coffee.model_copy(update={"enrolment": Enrolment(private=True)}))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = _worker_env(db, smtp.url()) | {
+        "PASSKIT_STAMPS_PUBLIC_URL": base,
+        "PASSKIT_STAMPS_P12_PASSWORD": dev_pki.p12_password,
+    }
+    args = [
+        "serve", "--allow-http", "--port", str(port), "--p12", str(dev_pki.signer_p12),
+        "--wwdr", str(dev_pki.wwdr_cert),
+    ]  # fmt: skip
+    log = tmp_path / "serve.log"
+    with running(args, log=log, env=env, cwd=tmp_path, port=port):
+        async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+            form = await client.get("/wallet/enrol/coffee")
+            found = re.search(r'name="token" value="([^"]+)"', form.text)
+            assert found is not None
+            cookie = f"enrol_nonce={client.cookies['enrol_nonce']}"
+        fields = {"token": found.group(1), "language": "en", "name": "Ada"}
+        answers = []
+        for email in ("ada@example.com", "Ada@Example.com"):
+            body = urlencode(fields | {"email": email}).encode()
+            answers.append(await _raw_post(port, "/wallet/enrol/coffee", body, cookie))
+        await _wait_for(smtp.recorder, 2, log)
+    undated = [re.sub(rb"\r\ndate: [^\r]*", b"", a, flags=re.I) for a in answers]
+    assert undated[0].startswith(b"HTTP/1.1 303 ")
+    assert b"location: /wallet/enrol/coffee/sent?lang=en\r\n" in undated[0]
+    assert undated[0] == undated[1]
+    [card] = (await service.list_cards(template_id="coffee")).items
+    web = WebConfig(
+        public_url=base, mount_path="/wallet", secret_key=WEB.secret_key, allow_http=True
+    )
+    texts = []
+    for message in smtp.recorder.messages:
+        assert message["To"] == "Ada <ada@example.com>"
+        part = message.get_body(("plain",))
+        assert part is not None
+        texts.append(part.get_content())
+    assert all(web.card_page_url(card.serial) in text for text in texts)
+    assert "is ready" in texts[0] and "You already have one" in texts[1]

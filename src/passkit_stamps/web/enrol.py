@@ -6,6 +6,12 @@ its wallet buttons; the card's link also goes to them by e-mail. An address that
 card of the template gets that card's link by e-mail instead of a second card, and the browser is
 sent to the "check your e-mail" page.
 
+That difference tells anyone who tries an address whether it holds a card. A template with
+``[enrolment] private = true`` closes it: every accepted submission gets the same answer (a 303
+to the "check your e-mail" page, the same headers, no body), sent before the store is asked, and
+the enrolment runs after it (a background task): a new customer's card link, like an existing
+card's, goes by e-mail only. Neither the answer nor its timing depends on the address.
+
 Abuse and forgery:
 
 * CSRF: the form carries a signed token, an HMAC (the app's secret key) of the template, the time
@@ -29,6 +35,7 @@ import base64
 import hashlib
 import hmac
 import io
+import logging
 import math
 import secrets
 import time
@@ -40,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import jinja2
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -53,6 +61,8 @@ from .config import IMAGES_PATH, WebConfig
 
 if TYPE_CHECKING:
     from .context import WebContext
+
+logger = logging.getLogger(__name__)
 
 ENROL_PATH = "/enrol"
 #: A form older than this is refused (the customer reloads the page).
@@ -77,6 +87,7 @@ LABELS: dict[str, dict[str, str]] = {
     "en": {
         "heading": "Get your card",
         "intro": "Enter your details and your card opens right away; we also e-mail you its link.",
+        "intro_private": "Enter your details and we e-mail you the link to your card.",
         "name": "Name",
         "email": "E-mail",
         "phone": "Phone",
@@ -97,6 +108,8 @@ LABELS: dict[str, dict[str, str]] = {
         "heading": "Ihre Karte",
         "intro": "Geben Sie Ihre Daten ein; Ihre Karte öffnet sich sofort, den Link senden wir "
         "Ihnen auch per E-Mail.",
+        "intro_private": "Geben Sie Ihre Daten ein; wir senden Ihnen den Link zu Ihrer Karte per "
+        "E-Mail.",
         "name": "Name",
         "email": "E-Mail",
         "phone": "Telefon",
@@ -314,6 +327,7 @@ class EnrolmentPages:
             action=self.ctx.config.mount_path + enrolment_path(template.id),
             token=form_token(self.ctx.config.secret_key, template.id, nonce),
             language=lang,
+            private=template.enrolment.private,
             ask_phone=template.enrolment.ask_phone,
             ask_birthday=template.enrolment.ask_birthday,
             consent=(localized(consent, lang, template.default_language) if consent else None),
@@ -402,6 +416,11 @@ class EnrolmentPages:
         if holder is None:
             values = {k: fields.get(k, "")[:400] for k in ("name", "email", "phone", "birthday")}
             return self._form_page(template, lang, nonce, values=values, errors=errors, status=400)
+        if template.enrolment.private:
+            # The same answer for a new address and a known one, complete before the store is
+            # asked: the enrolment (a card, or the existing card's link) runs after it.
+            task = BackgroundTask(self._enrol_after_answer, template.id, holder, lang)
+            return RedirectResponse(sent, status_code=303, headers=_HEADERS, background=task)
         try:
             result = await self.ctx.service.enrol(
                 template.id, holder, language=lang, actor="enrolment page"
@@ -416,6 +435,18 @@ class EnrolmentPages:
             result.change.card.serial
         )
         return RedirectResponse(page, status_code=303, headers=_HEADERS)
+
+    async def _enrol_after_answer(self, template_id: str, holder: Holder, lang: str) -> None:
+        """A private enrolment, once its answer is sent: nobody waits for the outcome, so a
+        failure is logged (the error class only: its message may quote what was typed)."""
+        try:
+            await self.ctx.service.enrol(template_id, holder, language=lang, actor="enrolment page")
+        except PasskitStampsError as exc:
+            logger.error(
+                "private enrolment on %r not completed: %s", template_id, type(exc).__name__
+            )
+        except Exception:
+            logger.exception("private enrolment on %r failed", template_id)
 
     def _sent_url(self, template: CardTemplate, lang: str) -> str:
         return self.ctx.config.mount_path + enrolment_path(template.id) + f"/sent?lang={lang}"
