@@ -195,8 +195,30 @@ async def drain_run(
     }
 
 
+async def other_database_writer(pg_url: str, database: str, hold: float) -> None:
+    """Another application on the same server: write transactions of ``hold`` seconds, back to
+    back, in ``database`` (each holds a transaction id while it runs, as a bulk load does)."""
+    import asyncpg
+
+    plain = pg_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    conn = await asyncpg.connect(plain.rsplit("/", 1)[0] + "/" + database)
+    try:
+        while True:
+            async with conn.transaction():
+                await conn.fetchval("SELECT pg_current_xact_id()")
+                await asyncio.sleep(hold)
+    finally:
+        await conn.close()
+
+
 async def latency_run(
-    kind: str, n: int, pg_url: str, pki: Any, rate: float, seconds: float
+    kind: str,
+    n: int,
+    pg_url: str,
+    pki: Any,
+    rate: float,
+    seconds: float,
+    other_db: tuple[str, float] | None = None,
 ) -> dict[str, Any]:
     from passkit_stamps.apple.apns import APNsClient
     from passkit_stamps.delivery.apple import AppleSender
@@ -217,6 +239,9 @@ async def latency_run(
             ) as client:
                 worker = DeliveryWorker(service, [AppleSender(service, client)], poll_interval=1.0)
                 worker.start()
+                writer = None
+                if other_db is not None and kind == "postgresql":
+                    writer = asyncio.create_task(other_database_writer(pg_url, *other_db))
                 rng = random.Random(7)
                 interval = 1 / rate
                 t0 = time.perf_counter()
@@ -233,6 +258,8 @@ async def latency_run(
                 while worker.metrics.rows["apple"] < len(starts) and time.perf_counter() < deadline:
                     await asyncio.sleep(0.05)
                 await asyncio.sleep(0.3)
+                if writer is not None:
+                    writer.cancel()
                 await worker.stop()
     finally:
         fake.stop()
@@ -322,7 +349,17 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--what", default="drain,latency")
     parser.add_argument("--postgres", default=os.environ.get("PASSKIT_STAMPS_TEST_POSTGRES_URL"))
+    parser.add_argument(
+        "--other-db-writer",
+        metavar="DATABASE:SECONDS",
+        help="latency: meanwhile another database of the server runs write transactions of "
+        "SECONDS back to back (e.g. postgres:1.0)",
+    )
     args = parser.parse_args()
+    other_db = None
+    if args.other_db_writer:
+        database, _, hold = args.other_db_writer.partition(":")
+        other_db = (database, float(hold or 1.0))
     pg_url = args.postgres or DEFAULT_PG
     from passkit_stamps.runtime.devpki import make_dev_pki
 
@@ -349,7 +386,9 @@ def main() -> None:
         if "latency" in args.what:
             lat = [
                 asyncio.run(
-                    latency_run(kind, args.latency_cards, pg_url, pki, args.rate, args.seconds)
+                    latency_run(
+                        kind, args.latency_cards, pg_url, pki, args.rate, args.seconds, other_db
+                    )
                 )
                 for _ in range(args.runs)
             ]
