@@ -143,16 +143,21 @@ async def test_a_refused_login_keeps_the_email_and_never_shows_the_password(
     for leak in _secrets_of(WRONG):
         assert leak not in out
     # --help with the URL in the environment, and a URL the worker refuses, echo no password.
-    help_text = subprocess.run(
-        [*CLI, "worker", "--help"], env=_worker_env(db, url), capture_output=True, text=True
-    )
-    assert help_text.returncode == 0 and "--smtp-url" in help_text.stdout
+    helps = [
+        subprocess.run(
+            [*CLI, command, "--help"], env=_worker_env(db, url), capture_output=True, text=True
+        )
+        for command in ("worker", "serve")
+    ]
+    for shown in helps:
+        assert shown.returncode == 0 and "--smtp-url" in shown.stdout
     bad = f"smtp://shop:{quote(WRONG, safe='')}@127.0.0.1:99999/?from=s@x.example"
     refused = subprocess.run(
         [*CLI, "worker"], env=_worker_env(db, bad), capture_output=True, text=True, timeout=60
     )
     assert refused.returncode == 1 and "SMTP URL port" in refused.stderr
-    for output in (help_text.stdout + help_text.stderr, refused.stdout + refused.stderr):
+    outputs = [h.stdout + h.stderr for h in helps] + [refused.stdout + refused.stderr]
+    for output in outputs:
         for leak in _secrets_of(WRONG):
             assert leak not in output
 
