@@ -25,9 +25,13 @@ from ._web import web_config, web_options
 if TYPE_CHECKING:  # imported inside the commands: the store and service are large imports
     from ..model import Card
     from ..service import CardDetails, Change, JournalEntry, StampService
+    from ..service.cards import CardOperations
+    from ..service.core import ServiceCore
+    from ..store.store import Store
 
 DEFAULT_DB = "sqlite:///passkit-stamps.db"
 T = TypeVar("T")
+S = TypeVar("S", bound="ServiceCore")
 
 
 def _db_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,13 +52,29 @@ def _db_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def _run(db: str, action: Callable[[StampService], Awaitable[T]], *, create: bool = True) -> T:
     """Run ``action`` on the store at ``db``. Reading commands pass ``create=False``: a
     mistyped --db is then an error, not a new empty store."""
-    from ..service import StampService
+    from ..service.facade import StampService
+
+    return _run_on(StampService, db, action, create=create)
+
+
+def _run_card(db: str, action: Callable[[CardOperations], Awaitable[T]]) -> T:
+    """:func:`_run` for the commands that change one card (issue, stamp, redeem, ...): their
+    operations are the service's :class:`~..service.cards.CardOperations`, the same methods
+    StampService has, without importing the service's other concerns (start-up time)."""
+    from ..service.cards import CardOperations
+
+    return _run_on(CardOperations, db, action, create=True)
+
+
+def _run_on(
+    service: Callable[[Store], S], db: str, action: Callable[[S], Awaitable[T]], *, create: bool
+) -> T:
     from ..store.store import Store
 
     async def main() -> T:
         store = await Store.open(db, create=create)
         try:
-            return await action(StampService(store))
+            return await action(service(store))
         finally:
             await store.close()
 
@@ -236,7 +256,7 @@ def issue(
     except CardInputError as exc:  # say which option, in one line
         fields = ", ".join(f"--{p.place} ({p.message.lower()})" for p in exc.problems)
         raise click.UsageError(f"invalid {fields}") from None
-    change = _run(db, lambda s: s.issue_card(template_id, holder, version=version))
+    change = _run_card(db, lambda s: s.issue_card(template_id, holder, version=version))
     _echo_change(change, as_json)
 
 
@@ -250,7 +270,7 @@ def stamp(
     serial: str, count: int, code: str | None, idempotency_key: str | None, db: str, as_json: bool
 ) -> None:
     """Add stamps to a card (one visit)."""
-    change = _run(
+    change = _run_card(
         db, lambda s: s.add_stamps(serial, count, code=code, idempotency_key=idempotency_key)
     )
     _echo_change(change, as_json)
@@ -263,7 +283,7 @@ def stamp(
 @_db_option
 def set_stamps(serial: str, n: int, db: str, as_json: bool) -> None:
     """Set a card's stamp count (an adjustment)."""
-    _echo_change(_run(db, lambda s: s.set_stamps(serial, n)), as_json)
+    _echo_change(_run_card(db, lambda s: s.set_stamps(serial, n)), as_json)
 
 
 @click.command("redeem")
@@ -272,7 +292,7 @@ def set_stamps(serial: str, n: int, db: str, as_json: bool) -> None:
 @_db_option
 def redeem(serial: str, code: str, db: str, as_json: bool) -> None:
     """Redeem the voucher CODE of a card."""
-    _echo_change(_run(db, lambda s: s.redeem_voucher(serial, code)), as_json)
+    _echo_change(_run_card(db, lambda s: s.redeem_voucher(serial, code)), as_json)
 
 
 @click.command("coupon")
@@ -283,7 +303,7 @@ def redeem(serial: str, code: str, db: str, as_json: bool) -> None:
 def coupon(serial: str, title: str, description: str, db: str, as_json: bool) -> None:
     """Issue a personal coupon on a card."""
     _echo_change(
-        _run(db, lambda s: s.issue_coupon(serial, title, description=description)), as_json
+        _run_card(db, lambda s: s.issue_coupon(serial, title, description=description)), as_json
     )
 
 
@@ -293,7 +313,7 @@ def coupon(serial: str, title: str, description: str, db: str, as_json: bool) ->
 @_db_option
 def message(serial: str, text: str, db: str, as_json: bool) -> None:
     """Send a personal message to a card's holder."""
-    _echo_change(_run(db, lambda s: s.send_message(serial, text)), as_json)
+    _echo_change(_run_card(db, lambda s: s.send_message(serial, text)), as_json)
 
 
 @click.command("void")
@@ -301,7 +321,7 @@ def message(serial: str, text: str, db: str, as_json: bool) -> None:
 @_db_option
 def void(serial: str, db: str, as_json: bool) -> None:
     """Void (invalidate) a card."""
-    _echo_change(_run(db, lambda s: s.void_card(serial)), as_json)
+    _echo_change(_run_card(db, lambda s: s.void_card(serial)), as_json)
 
 
 @click.command("delete")
@@ -309,7 +329,7 @@ def void(serial: str, db: str, as_json: bool) -> None:
 @_db_option
 def delete(serial: str, db: str, as_json: bool) -> None:
     """Delete a card: voided, the holder's data erased, the journal kept."""
-    _echo_change(_run(db, lambda s: s.delete_card(serial)), as_json)
+    _echo_change(_run_card(db, lambda s: s.delete_card(serial)), as_json)
 
 
 @click.command("card")
@@ -421,9 +441,7 @@ def _echo_next(next_cursor: str | None) -> None:
 @click.option("--limit", type=int, default=None, help="At most this many events (a page).")
 @click.option("--cursor", default=None, help="The next cursor a page printed: that page.")
 @_db_option
-def history(
-    serial: str, limit: int | None, cursor: str | None, db: str, as_json: bool
-) -> None:
+def history(serial: str, limit: int | None, cursor: str | None, db: str, as_json: bool) -> None:
     """Show a card's events, oldest first."""
     if limit is None and cursor is None:
         _echo_entries(_run(db, lambda s: s.card_history(serial), create=False), as_json)
