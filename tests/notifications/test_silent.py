@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from datetime import timedelta
 from typing import Any
 
 from conftest import Clock  # tests/conftest.py
@@ -97,3 +98,26 @@ def test_the_decision_is_part_of_the_pass_cache_key(coffee: CardTemplate, dev_pk
         coffee, card, notify=False
     )
     assert builder.build(coffee, card, notify=False) == quiet  # cached per decision
+
+
+async def test_a_device_that_missed_a_notified_change_gets_its_change_message(
+    service: StampService, clock: Clock, dev_pki: DevPKI
+) -> None:
+    # Issue 10: held_since is the Last-Modified the device holds (If-Modified-Since); the
+    # notified change counts as fetched once that reaches its second, rounded up like
+    # Last-Modified.
+    serial = (await service.issue_card("coffee", Holder(name="Ed"))).card.serial
+    await service.record_platform(serial, Platform.APPLE, True)
+    pass_type = PassBuilder(dev_pki.credentials()).pass_type_identifier
+    notified_at = clock.advance(minutes=10, microseconds=500_000)
+    assert (await service.add_stamps(serial)).notified
+    clock.advance(minutes=10)
+    assert not (await service.set_stamps(serial, 3)).notified  # silent
+
+    second = notified_at.replace(microsecond=0) + timedelta(seconds=1)
+    decisions = {}
+    for held in (None, second - timedelta(seconds=1), second, second + timedelta(hours=1)):
+        found = await service.card_for_pass(pass_type, serial, held_since=held)
+        assert found is not None
+        decisions[held] = found.notified
+    assert list(decisions.values()) == [False, True, False, False]

@@ -4,6 +4,7 @@ serials a device should fetch, and the push tokens of a card's devices."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
@@ -25,10 +26,18 @@ class AppleOperations(ServiceCore):
     #: The cap of :meth:`register_device`; set it on the service to change it.
     max_registrations_per_pass: int = MAX_REGISTRATIONS_PER_PASS
 
-    async def card_for_pass(self, pass_type_identifier: str, serial: str) -> PassContent | None:
+    async def card_for_pass(
+        self, pass_type_identifier: str, serial: str, *, held_since: datetime | None = None
+    ) -> PassContent | None:
         """The card, its template and Last-Modified for the pass web service; None when there
         is no such pass. A deleted card is still served (voided, anonymous) so devices that
-        hold it learn it was invalidated."""
+        hold it learn it was invalidated.
+
+        ``notified`` says whether the pass is built with ``changeMessage``: whether the card's
+        last change was notified or, for a device holding the version of ``held_since`` (its
+        ``If-Modified-Since``, a whole second), whether a notified change came after that
+        version: a notified change followed by a silent one before the device fetched still
+        alerts that device (and only that one)."""
         if not self._check_pass_type(pass_type_identifier) or not is_valid_serial(serial):
             return None
 
@@ -41,7 +50,10 @@ class AppleOperations(ServiceCore):
             template = self._template(
                 conn, card.template_id, card.template_version, stored.template_digest
             )
-            return PassContent(card, template, stored.updated_at, notified=stored.notified)
+            notified = stored.notified or (
+                held_since is not None and _after_second(stored.notified_at, held_since)
+            )
+            return PassContent(card, template, stored.updated_at, notified=notified)
 
         return await self.store.run_read(body)
 
@@ -136,6 +148,18 @@ class AppleOperations(ServiceCore):
         known, token, last_modified = found
         state = PassState(authentication_token=token, last_modified=last_modified)
         return state if known else None
+
+
+def _after_second(moment: datetime | None, held_since: datetime) -> bool:
+    """Whether a change at ``moment`` is newer than the version a device holding
+    ``held_since`` has: at whole seconds, ``moment`` rounded up as Last-Modified is (the web
+    service's 304 uses the same rule, so a change it would not answer 304 for counts)."""
+    if moment is None:
+        return False
+    second = moment.replace(microsecond=0)
+    if moment.microsecond:
+        second += timedelta(seconds=1)
+    return second > held_since
 
 
 def parse_update_tag(tag: str | None) -> int | None:

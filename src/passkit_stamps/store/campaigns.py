@@ -145,6 +145,8 @@ def write_message(
                     notified=flag,
                     change_tag=change_tag,
                     updated_at=changed_at,
+                    # A notified one's time (store/cards.py update_card): silent ones keep theirs.
+                    **({"notified_at": changed_at} if flag else {}),
                 )
             )
 

@@ -40,6 +40,9 @@ class StoredCard:
     #: and the id of the message on the card (Google's addMessage).
     notified: bool = False
     message_id: str | None = None
+    #: When the card's last notified change was made (its ``updated_at``); None when none was
+    #: since the column exists. Silent changes after it leave it alone.
+    notified_at: datetime | None = None
 
 
 PLATFORMS = ("web", "apple", "google")
@@ -125,6 +128,7 @@ def _stored(row: Mapping[Any, Any], card_vouchers: tuple[Voucher, ...]) -> Store
         deleted_at=utc(row["deleted_at"]),
         notified=bool(row["notified"]),
         message_id=row["message_id"],
+        notified_at=utc(row["notified_at"]),
     )
 
 
@@ -205,6 +209,10 @@ def update_card(
         del values["search_text"]
     changed_at = changes.next_change_time(previous, now)
     values.update(updated_at=changed_at, notified=notified)
+    if notified:
+        # The notified change's own time: a device holding an older Last-Modified gets its
+        # changeMessage even after silent changes (web service, docs/push.md).
+        values["notified_at"] = changed_at
     if deleted_at is not None:
         values["deleted_at"] = deleted_at
     # The SET clause comes from the parameter names; SQLAlchemy caches the compiled form per

@@ -150,7 +150,12 @@ class AppleWebService:
         since = rq.if_modified_since(request.headers.get("if-modified-since"))
         if rq.not_modified(state.last_modified, since):
             return _empty(304, headers)
-        found = await self.ctx.service.card_for_pass(self.pass_type_identifier, serial)
+        # With the device's If-Modified-Since, a notified change it has not fetched keeps its
+        # changeMessage even when silent changes followed. The signed-pass cache is keyed by
+        # the content, changeMessage included, so the two variants are cached apart.
+        found = await self.ctx.service.card_for_pass(
+            self.pass_type_identifier, serial, held_since=since
+        )
         if found is None:  # deleted between the two reads
             return _empty(_UNAUTHORIZED)
         headers["Last-Modified"] = rq.last_modified(found.last_modified, now)
