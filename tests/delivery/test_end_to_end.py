@@ -72,6 +72,11 @@ async def test_a_stamp_pushes_and_the_device_fetches_the_changed_pass(
     before = json.dumps(installed.verified.pass_json)
     assert (await device.fetch(installed)).status_code == 200  # after: the new pass
     assert json.dumps(installed.verified.pass_json) != before
+    # The acknowledgement follows the push's answer; the device may be quicker.
+    for _ in range(200):
+        if worker.metrics.rows["apple"]:
+            break
+        await asyncio.sleep(0.01)
     assert await wallet.service.outbox_stats() == [] or all(
         s.pending + s.retrying + s.dead == 0 for s in await wallet.service.outbox_stats()
     )

@@ -269,25 +269,37 @@ _LEASE = {
 
 
 def _cards_of(dialect: str, platforms: bool) -> sa.Subquery:
-    """The cards (serial, platform) of the oldest ``window`` due rows not in flight (below the
-    horizon on PostgreSQL), oldest first."""
+    """The cards (serial, platform) of the oldest ``window`` due rows (below the horizon on
+    PostgreSQL) that are not in flight, oldest first. The in-flight test runs on those rows
+    only, after the LIMIT: the planner keeps it out of the scan, which stays a top-N of due
+    rows whatever the table's statistics say (a design update adds 100,000 rows at once)."""
     first = outbox.alias("first")
-    scan = sa.select(first.c.id, first.c.serial, first.c.platform).where(
-        _due(first, _NOW), ~_in_flight(first, _NOW)
-    )
+    scan = sa.select(first.c.id, first.c.serial, first.c.platform).where(_due(first, _NOW))
     if platforms:
         scan = scan.where(_in(first.c.platform, _list("platforms", sa.String, dialect)))
     horizon = changes.visible_below(first.c.change_tag, dialect)
     if horizon is not None:
         scan = scan.where(horizon)
-    oldest = (
-        scan.order_by(first.c.id).limit(sa.bindparam("window", type_=sa.Integer)).subquery("oldest")
-    )
+    window = sa.bindparam("window", type_=sa.Integer)
+    oldest = scan.order_by(first.c.id).limit(window).subquery("oldest")
     return (
         sa.select(oldest.c.serial, oldest.c.platform, sa.func.min(oldest.c.id).label("first_id"))
+        .where(~_in_flight(oldest, _NOW))
         .group_by(oldest.c.serial, oldest.c.platform)
         .order_by(sa.func.min(oldest.c.id))
         .subquery("cards_of")
+    )
+
+
+def _unnest(name: str, **columns: Any) -> Any:
+    """``unnest($1[, $2]) AS name(columns)``: a join from a list parameter, so the planner
+    reaches outbox rows through an index from the list (a nested loop), whatever it believes
+    about the table's size."""
+    arrays = [sa.bindparam(f"{name}_{c}", type_=ARRAY(t)) for c, t in columns.items()]
+    return (
+        sa.func.unnest(*arrays)
+        .table_valued(*(sa.column(c, t) for c, t in columns.items()))
+        .render_derived(name=name)
     )
 
 
@@ -305,14 +317,14 @@ def _pg_lock_cards(platforms: bool) -> Any:
 
 
 def _pg_lease_cards() -> Any:
-    pairs = sa.select(
-        sa.func.unnest(sa.bindparam("serials", type_=ARRAY(sa.String))),
-        sa.func.unnest(sa.bindparam("card_platforms", type_=ARRAY(sa.String))),
-    )
+    # ``serial = ANY($1)`` on one platform: the index on (serial, platform) when the planner
+    # knows the table, a hashed filter over a scan when its statistics are stale (a design
+    # update just added 100,000 rows): linear either way, never a loop over the table per card.
     return (
         outbox.update()
         .where(
-            sa.tuple_(outbox.c.serial, outbox.c.platform).in_(pairs),
+            outbox.c.serial == sa.any_(sa.bindparam("card_serial", type_=ARRAY(sa.String))),
+            outbox.c.platform == sa.bindparam("card_platform", type_=sa.String),
             _due(outbox, _NOW),
             ~_in_flight(outbox, _NOW),
             outbox.c.change_tag < sa.bindparam("horizon", type_=sa.BigInteger),
@@ -336,6 +348,18 @@ def _lease_oldest_cards(dialect: str, platforms: bool) -> Any:
         .values(**_LEASE)
         .returning(*outbox.c)
     )
+
+
+_INDEX_PATHS = sa.text("SELECT set_config('enable_seqscan', 'off', true)")
+
+
+def _index_paths(conn: Connection) -> None:
+    """PostgreSQL, for the rest of this transaction: prefer index paths. The outbox's
+    statistics lag behind its size (a design update adds 100,000 rows; ANALYZE runs a minute
+    later), and a planner that believes the table is nearly empty scans all of it, and sorts,
+    for each claim of 500 cards; the claim and acknowledgement only ever need the oldest due
+    rows (primary key order) and the rows of given cards (the (serial, platform) index)."""
+    conn.execute(_INDEX_PATHS)
 
 
 def claim(
@@ -366,6 +390,7 @@ def claim(
     if platforms is not None:
         params["platforms"] = list(platforms)
     if dialect == "postgresql":
+        _index_paths(conn)
         # Twice as deep: cards a concurrent claim holds are skipped, the next ones taken.
         lock = _statement(("lock", variant), lambda: _pg_lock_cards(platforms is not None))
         locked = conn.execute(lock, {**params, "window": limit * 2, "limit": limit}).all()
@@ -375,38 +400,47 @@ def claim(
         # cards before us is seen here (the in-flight test), so no card is leased twice. The
         # horizon as statement 1 read it (the first of the transaction, store/changes.py).
         lease = _statement(("lease",), _pg_lease_cards)
-        params.update(
-            serials=[r.serial for r in locked],
-            card_platforms=[r.platform for r in locked],
-            horizon=int(locked[0].horizon),
-        )
-        rows = conn.execute(lease, params).mappings()
+        by_platform: dict[str, list[str]] = {}
+        for card in locked:
+            by_platform.setdefault(card.platform, []).append(card.serial)
+        params["horizon"] = int(locked[0].horizon)
+        rows = [
+            row
+            for platform, serials in sorted(by_platform.items())
+            for row in conn.execute(
+                lease, {**params, "card_platform": platform, "card_serial": serials}
+            ).mappings()
+        ]
     else:
         lease = _statement(
             (dialect, "lease", variant),
             lambda: _lease_oldest_cards(dialect, platforms is not None),
         )
-        rows = conn.execute(lease, {**params, "window": limit}).mappings()
+        rows = list(conn.execute(lease, {**params, "window": limit}).mappings())
     return sorted(rows, key=lambda row: int(row["id"]))
 
 
 def _acknowledge(dialect: str, covered: bool) -> Any:
     condition = _in(outbox.c.id, _list("ids", sa.BigInteger, dialect))
     if covered:
-        condition = sa.or_(
-            condition,
-            sa.and_(
-                outbox.c.platform == sa.bindparam("platform", type_=sa.String),
-                _in(outbox.c.serial, _list("serials", sa.String, dialect)),
-                outbox.c.change_tag < sa.bindparam("below", type_=sa.BigInteger),
-                sa.or_(
-                    outbox.c.lease_until.is_(None),
-                    outbox.c.lease_until <= _NOW,
-                    outbox.c.lease_owner == sa.bindparam("owner", type_=sa.String),
-                ),
-            ),
+        # Every claimed id is a row of the delivered cards on that platform.
+        condition = sa.and_(
+            _in(outbox.c.serial, _list("card_serial", sa.String, dialect)),
+            outbox.c.platform == sa.bindparam("platform", type_=sa.String),
+            sa.or_(condition, _covered()),
         )
     return outbox.delete().where(condition).returning(outbox.c.campaign_id, outbox.c.platform)
+
+
+def _covered() -> sa.ColumnElement[bool]:
+    return sa.and_(
+        outbox.c.change_tag < sa.bindparam("below", type_=sa.BigInteger),
+        sa.or_(
+            outbox.c.lease_until.is_(None),
+            outbox.c.lease_until <= _NOW,
+            outbox.c.lease_owner == sa.bindparam("owner", type_=sa.String),
+        ),
+    )
 
 
 def acknowledge(
@@ -429,11 +463,15 @@ def acknowledge(
     params: dict[str, Any] = {"ids": list(ids)}
     if covered is not None:
         platform, serials, below, owner = covered
-        params.update(platform=platform, serials=list(serials), below=below, owner=owner, now=now)
+        params.update(
+            platform=platform, card_serial=list(serials), below=below, owner=owner, now=now
+        )
     statement = _statement(
         (dialect, "acknowledge", str(covered is not None)),
         lambda: _acknowledge(dialect, covered is not None),
     )
+    if dialect == "postgresql":
+        _index_paths(conn)
     removed = list(conn.execute(statement, params).mappings())
     count_delivered(conn, removed)
     return len(removed)
@@ -524,15 +562,20 @@ def retry_dead(conn: Connection, platform: str | None, now: datetime) -> int:
 
 def _apple_targets(dialect: str) -> Any:
     bound = sa.select(changes.committed_below(dialect).label("below")).subquery("bound")
-    targets = (
-        sa.select(registrations.c.serial, registrations.c.pass_type_id, devices.c.push_token)
-        .join(devices, devices.c.device_library_id == registrations.c.device_library_id)
-        .where(_in(registrations.c.serial, _list("serials", sa.String, dialect)))
-        .subquery("targets")
-    )
+    targets = sa.select(
+        registrations.c.serial, registrations.c.pass_type_id, devices.c.push_token
+    ).join(devices, devices.c.device_library_id == registrations.c.device_library_id)
+    if dialect == "postgresql":
+        card = _unnest("card", serial=sa.String)
+        targets = targets.where(registrations.c.serial == card.c.serial)
+    else:
+        targets = targets.where(
+            registrations.c.serial.in_(sa.bindparam("card_serial", expanding=True))
+        )
+    found = targets.subquery("targets")
     return sa.select(
-        bound.c.below, targets.c.serial, targets.c.pass_type_id, targets.c.push_token
-    ).select_from(bound.outerjoin(targets, sa.true()))
+        bound.c.below, found.c.serial, found.c.pass_type_id, found.c.push_token
+    ).select_from(bound.outerjoin(found, sa.true()))
 
 
 def apple_targets(
@@ -544,7 +587,7 @@ def apple_targets(
     read covers every such change of these cards. One statement for a whole batch."""
     dialect = conn.dialect.name
     statement = _statement((dialect, "targets"), lambda: _apple_targets(dialect))
-    rows = conn.execute(statement, {"serials": list(serials)}).all()
+    rows = conn.execute(statement, {"card_serial": list(serials)}).all()
     below = int(rows[0].below)
     return [(r.serial, r.pass_type_id, r.push_token) for r in rows if r.serial is not None], below
 
