@@ -25,7 +25,7 @@ from ..store.schema import utc
 from .checks import check_text
 from .core import ServiceCore
 
-#: Rows a claim takes at most (a worker's batch).
+#: Cards a claim takes at most, each with all its due rows (a worker's batch).
 DEFAULT_BATCH = 500
 #: How long a claim holds its rows: a worker that dies leaves them due again after this.
 DEFAULT_LEASE = timedelta(seconds=60)
@@ -155,8 +155,9 @@ class DeliveryOperations(ServiceCore):
         lease: timedelta = DEFAULT_LEASE,
         platforms: Sequence[str] | None = None,
     ) -> list[Delivery]:
-        """Lease up to ``limit`` due rows (oldest first) to the worker ``owner``; the attempt
-        counts now, so a row that crashes every worker still ends up parked."""
+        """Lease every due row of up to ``limit`` cards (those of the oldest due rows) to the
+        worker ``owner``, skipping cards whose delivery is in flight; the attempt counts now, so
+        a row that crashes every worker still ends up parked."""
         check_text(owner, "worker id", 64)
         now = self._now()
         wanted = None if platforms is None else [str(p) for p in platforms]
