@@ -4,14 +4,16 @@ Every operation is one row of :data:`OPERATIONS`-building :meth:`TillApi.operati
 path, role, the pydantic types of its query, body and answer, and its handler. The routes AND the
 OpenAPI document (:mod:`.openapi`) are made from that table, so they cannot drift apart.
 
-Each request: the API key (``Authorization: Bearer pks_...``; 401), its rate (429 with
-Retry-After), its role (403), the query and headers (422), the body (413 while reading past the
-limit, 400 when not JSON, 422 against its type), then one service call with the key as the
-journal's actor. Library errors are RFC 9457 problems (:mod:`.problems`).
+Each request: the client address's budget of refused keys (429 with Retry-After, before the key
+is looked at), the API key (``Authorization: Bearer pks_...``; 401, spending that budget), the
+key's rate (429 with Retry-After), its role (403), the query and headers (422), the body (413
+while reading past the limit, 400 when not JSON, 422 against its type), then one service call
+with the key as the journal's actor. Library errors are RFC 9457 problems (:mod:`.problems`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,7 +44,7 @@ from .config import ApiConfig
 from .models import Problem
 from .openapi import build_document
 from .problems import error_response, problem_response, problem_type, validation_response
-from .ratelimit import KeyRateLimiter
+from .ratelimit import KeyFailureLimiter, KeyRateLimiter, address_key
 
 if TYPE_CHECKING:
     from ..service import CardDetails, Change, JournalEntry, StampService
@@ -95,10 +97,19 @@ class Operation:
 class TillApi:
     """The handlers, bound to a service and a configuration."""
 
-    def __init__(self, service: StampService, config: ApiConfig) -> None:
+    def __init__(
+        self,
+        service: StampService,
+        config: ApiConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.service = service
         self.config = config
-        self.limiter = KeyRateLimiter(config.rate, config.burst)
+        self.limiter = KeyRateLimiter(config.rate, config.burst, clock=clock)
+        self.failures = KeyFailureLimiter(
+            config.key_failures, config.key_failure_window, clock=clock
+        )
         self._documents: dict[str, bytes] = {}
 
     # -- the table ------------------------------------------------------------------------------
@@ -186,7 +197,19 @@ class TillApi:
         return endpoint
 
     async def _run(self, op: Operation, request: Request) -> Response:
-        key = await self._authenticate(request)
+        client = request.scope.get("client")
+        address = address_key(client[0] if client else None)
+        wait = self.failures.wait(address)
+        if wait:
+            raise ApiRateLimitError(
+                "too many refused API keys from this address: try again later",
+                retry_after=wait,
+            )
+        try:
+            key = await self._authenticate(request)
+        except ApiKeyError:
+            self.failures.failed(address)
+            raise
         wait = self.limiter.take(key.id)
         if wait:
             raise ApiRateLimitError(
@@ -586,10 +609,15 @@ async def _library_error(request: Request, exc: Exception) -> Response:
     raise exc  # pragma: no cover
 
 
-def create_api(service: StampService, config: ApiConfig | None = None) -> Starlette:
+def create_api(
+    service: StampService,
+    config: ApiConfig | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> Starlette:
     """The API app for ``service``. Mount it anywhere (``Mount("/api", app=create_api(...))``);
-    its OpenAPI document is at ``<mount>/openapi.json``."""
-    api = TillApi(service, config if config is not None else ApiConfig())
+    its OpenAPI document is at ``<mount>/openapi.json``. ``clock``: the rate limits' seconds."""
+    api = TillApi(service, config if config is not None else ApiConfig(), clock=clock)
     app = Starlette(
         routes=api.routes(),
         exception_handlers={HTTPException: _http_problem, PasskitStampsError: _library_error},

@@ -180,5 +180,5 @@ _DESCRIPTIONS = {
     409: "The card's state refuses it, or the idempotency key was used otherwise",
     413: "Request body too large",
     422: "A field breaks its rule (the problem's errors name each)",
-    429: "Over the key's rate; see Retry-After",
+    429: "Over the key's rate, or too many refused keys from this address; see Retry-After",
 }

@@ -3,23 +3,29 @@ its pass, and a voucher's card by the voucher's scanned code.
 
 A key is ``pks_<id>_<secret>``: ``id`` (16 hex characters) is public and names the key in lists,
 the journal and revocation; ``secret`` is 256 random bits, base64url. The store keeps only the
-SHA-256 of the secret: a leaked database gives no usable key. Checking a key looks it up by id
-and compares the hash in constant time; an unknown id is compared against a dummy hash, so an
-unknown key and a wrong secret are refused alike (same error, same work).
+SHA-256 of the secret: a leaked database gives no usable key.
 
-Verified keys are cached in the process for :data:`KEY_CACHE_SECONDS` (a till sends a request per
-scan; a store read per request would cost more than the stamp). ``revoke_api_key`` clears the
-cache, so a revocation takes effect at once in this process and within that time in others.
+Checking a key needs no store read per request (a till sends one per scan; a read would cost
+more than the stamp): the process holds the table of active keys (ids, roles and the secrets'
+SHA-256, never a secret), read again when it is older than :data:`KEY_TABLE_SECONDS`, so a key
+revoked by another process is refused within that time (``revoke_api_key`` in this process:
+at once). A key is looked up by id and its hash compared in constant time; an unknown (or
+revoked) id is compared against a dummy hash. A key not found sends the check to the store
+again when the table is older than :data:`KEY_MISS_SECONDS` (a key just created by another
+process, e.g. ``passkit-stamps api-keys create``, works within that), then checks once more:
+that depends on the table's age only, so an unknown key and a wrong secret are refused alike
+(same error, same work).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -42,13 +48,17 @@ from .reads import CardReads
 from .results import CardDetails, Change
 
 KEY_PREFIX = "pks_"
-KEY_CACHE_SECONDS = 5.0
+#: The key table is read again when older than this (a revocation elsewhere takes effect).
+KEY_TABLE_SECONDS = 5.0
+#: ... and when a key is not found in a table older than this (a key created elsewhere).
+KEY_MISS_SECONDS = 0.5
 _KEY_RE = re.compile(r"pks_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
 _VOUCHER_CODE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: Compared against when the key id is unknown, so that case costs what a wrong secret costs.
-_DUMMY_SHA256 = hashlib.sha256(b"no such key").hexdigest()
+_DUMMY_SHA256 = hashlib.sha256(b"no such key").hexdigest().encode()
 _REFUSED = "unknown, revoked or malformed API key"
+_NO_KEY: tuple[bytes, None] = (_DUMMY_SHA256, None)
 
 
 class ApiRole(StrEnum):
@@ -91,6 +101,24 @@ class NewApiKey:
 
 def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass
+class KeyTable:
+    """The active keys as this process last read them: id -> (secret's SHA-256 hex, key)."""
+
+    keys: dict[str, tuple[bytes, ApiKey]] = field(default_factory=dict)
+    #: time.monotonic() when the read that made ``keys`` started (-inf: never read).
+    loaded_at: float = float("-inf")
+    #: Bumped by every change made here: a read started before it is not installed.
+    generation: int = 0
+    loading: asyncio.Future[dict[str, tuple[bytes, ApiKey]]] | None = None
+
+    def check(self, key_id: str, digest: bytes) -> ApiKey | None:
+        """The key when ``digest`` is its secret's. An unknown id takes the same steps, against
+        a dummy hash (no secret has it: it is the hash of no valid secret) and no key."""
+        expected, key = self.keys.get(key_id, _NO_KEY)
+        return key if hmac.compare_digest(expected, digest) else None
 
 
 def _api_key(row: Any) -> ApiKey:
@@ -137,6 +165,9 @@ class ApiKeyOperations(CardOperations, CardReads):
             except IntegrityError:  # a 64-bit id collided: draw again
                 continue
             key = ApiKey(id=key_id, name=name, role=wanted, created_at=now)
+            table = self._api_keys
+            table.generation += 1
+            table.keys[key_id] = (_sha256(secret).encode(), key)
             return NewApiKey(key=key, secret=f"{KEY_PREFIX}{key_id}_{secret}")
         raise ApiKeyInputError("could not draw a free API key id")  # pragma: no cover
 
@@ -157,40 +188,59 @@ class ApiKeyOperations(CardOperations, CardReads):
             return store_apikeys.api_key(conn, key_id)
 
         row = await self.store.run_write(body)
-        self._key_cache().clear()
+        table = self._api_keys
+        table.generation += 1
+        table.keys.pop(key_id, None)
         return _api_key(row)
 
     async def authenticate_api_key(self, token: str) -> ApiKey:
         """The active key ``token`` is, or ApiKeyError (the same for every way of being wrong)."""
-        if not isinstance(token, str):
-            raise ApiKeyError(_REFUSED)
-        match = _KEY_RE.fullmatch(token)
-        # The cache is keyed by the digest of the whole key: no secret is held in memory.
-        digest = _sha256(token)
-        cache = self._key_cache()
-        cached = cache.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        if match is None:
+        match = _KEY_RE.fullmatch(token) if isinstance(token, str) else None
+        if match is None:  # malformed: no look-up (the shape of a key is no secret)
             raise ApiKeyError(_REFUSED)
         key_id, secret = match.groups()
-        row = await self.store.run_read(lambda conn: store_apikeys.api_key(conn, key_id))
-        expected = row["secret_sha256"] if row is not None else _DUMMY_SHA256
-        right = hmac.compare_digest(expected.encode(), _sha256(secret).encode())
-        if row is None or not right or row["revoked_at"] is not None:
-            raise ApiKeyError(_REFUSED)
-        key = _api_key(row)
-        if len(cache) >= 1000:  # bounded: forget everything rather than track ages
-            cache.clear()
-        cache[digest] = (key, time.monotonic() + KEY_CACHE_SECONDS)
+        digest = _sha256(secret).encode()
+        table = await self._key_table(KEY_TABLE_SECONDS)
+        key = table.check(key_id, digest)
+        if key is None:
+            # Perhaps created by another process since the table was read: read it again if
+            # it is not fresh, and check once more. Whether the id exists plays no part here.
+            table = await self._key_table(KEY_MISS_SECONDS)
+            key = table.check(key_id, digest)
+            if key is None:
+                raise ApiKeyError(_REFUSED)
         return key
 
-    def _key_cache(self) -> dict[str, tuple[ApiKey, float]]:
-        cache: dict[str, tuple[ApiKey, float]] | None = getattr(self, "_api_key_cache", None)
-        if cache is None:
-            cache = {}
-            self._api_key_cache = cache
-        return cache
+    @property
+    def _api_keys(self) -> KeyTable:
+        table: KeyTable | None = getattr(self, "_api_key_table", None)
+        if table is None:
+            table = self._api_key_table = KeyTable()
+        return table
+
+    async def _key_table(self, max_age: float) -> KeyTable:
+        """The key table, read again first when older than ``max_age`` seconds. Concurrent
+        requests share one read."""
+        table = self._api_keys
+        if time.monotonic() - table.loaded_at <= max_age:
+            return table
+        loading = table.loading
+        if (
+            loading is None
+            or loading.done()
+            or loading.get_loop() is not asyncio.get_running_loop()
+        ):
+            loading = table.loading = asyncio.ensure_future(self._read_key_table(table))
+        await asyncio.shield(loading)
+        return table
+
+    async def _read_key_table(self, table: KeyTable) -> dict[str, tuple[bytes, ApiKey]]:
+        started, generation = time.monotonic(), table.generation
+        rows = await self.store.run_read(store_apikeys.active_api_keys)
+        keys = {r["id"]: (r["secret_sha256"].encode(), _api_key(r)) for r in rows}
+        if table.generation == generation:  # else a key changed meanwhile: read again next time
+            table.keys, table.loaded_at = keys, started
+        return table.keys
 
     async def find_card_by_barcode(self, message: str) -> CardDetails:
         """The card whose pass shows this barcode. Our passes encode the card's serial (Apple's

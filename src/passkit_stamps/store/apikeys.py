@@ -27,6 +27,12 @@ def api_key(conn: Connection, key_id: str) -> Mapping[Any, Any] | None:
     return conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
 
 
+def active_api_keys(conn: Connection) -> Sequence[Mapping[Any, Any]]:
+    """Every key not revoked: the table the API checks keys against."""
+    query = sa.select(api_keys).where(api_keys.c.revoked_at.is_(None))
+    return list(conn.execute(query).mappings())
+
+
 def all_api_keys(conn: Connection) -> Sequence[Mapping[Any, Any]]:
     query = sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
     return list(conn.execute(query).mappings())
