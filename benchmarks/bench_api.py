@@ -1,24 +1,38 @@
-"""Till API benchmark: stamps a second and latency through the API over a real uvicorn server on
-loopback, beside ``StampService.add_stamps`` in-process, in the same run, on each store.
+"""Till API benchmark: stamps a second, latency and CPU a stamp through the API over a real uvicorn
+server, beside ``StampService.add_stamps`` in-process, in the same server process, on each store.
 
-    .venv/bin/python benchmarks/bench_api.py [--stamps 2000] [--postgres URL]
+    .venv/bin/python benchmarks/bench_api.py [--stamps 2000] [--rounds 3] [--postgres URL]
+        [--baseline /work/wt-api-before/src] [--stores sqlite,postgresql] [--profile FILE]
 
-Per store (SQLite in a temporary file; PostgreSQL at ``--postgres``, else
-``PASSKIT_STAMPS_TEST_POSTGRES_URL``, else postgresql://postgres@127.0.0.1:5432/test, in a schema
-of its own): 200 cards of a no-limits program; then ``--stamps`` stamps, one per request, spread
-over the cards round-robin, at 1 and at 8 concurrent callers, in-process and API
-interleaved, best of 3 runs each (the machine's other load then hits both alike):
+Per store and code version, one server process (uvicorn, httptools, uvloop, access log off)
+pinned to one CPU; this process, the load generator, pinned to another (when there are two).
+The server seeds its own store (SQLite in a temporary file; PostgreSQL at ``--postgres``, else
+``PASSKIT_STAMPS_TEST_POSTGRES_URL``, else postgresql://postgres@127.0.0.1:5432/test, in a
+schema of its own): 200 cards of a no-limits program and a staff key. Then ``--stamps`` stamps,
+one per request, round-robin over the cards, at 1 and at 8 concurrent callers, three ways, all
+served by that one process (same store, same pool, same core, same concurrency):
 
-* in-process: ``await service.add_stamps(serial, 1, actor=...)`` from N tasks;
-* API app, no server: the same request handed to the API's ASGI app directly (what the API
-  layer costs apart from HTTP and the socket);
-* API: ``POST /cards/{serial}/stamps`` with a staff key from N keep-alive HTTP/1.1 connections
-  (a minimal client on raw asyncio streams, so the figure is the server's, not an HTTP client
-  library's) to ``uvicorn`` (httptools, uvloop, access log off) in another process.
+* in-process: ``await service.add_stamps(serial, 1, actor=...)`` from N tasks in the server's
+  event loop (started by a control request; nothing else runs meanwhile);
+* API app, no server: the same request handed to the API's ASGI app directly, N tasks in the
+  server (what the API layer costs apart from HTTP and the socket; at 8 callers on SQLite the
+  tasks keep the event loop busy and the store's writer thread waits for the GIL: read the CPU
+  column there);
+* API: ``POST /cards/{serial}/stamps`` with the staff key over N keep-alive HTTP/1.1
+  connections from this process (a minimal client on raw asyncio streams: the figure is the
+  server's, not an HTTP client library's);
+* uvicorn floor: the same requests to a trivial endpoint of the same server (no app, no
+  store): what uvicorn and the socket cost a request, which no API can save.
 
-Both sides run on uvloop. "CPU ms": CPU time a stamp of the process that serves it (the
-benchmark's own for in-process, the server's for the API; the client's is not counted: ~0.1 ms).
-The issue's target: the API costs at most 30% of the in-process rate.
+``--baseline SRC`` starts a second server per store running the code at SRC (e.g. a
+``git worktree`` of the commit before): its rows are "before", interleaved with "after" round by
+round, so the machine's other load hits both alike. Each figure is the best of ``--rounds``
+(rate: highest; CPU: lowest). "CPU ms": the serving process's CPU time (all its threads) a
+stamp. "API cost": how much of the in-process rate (of the same server) the API path loses;
+"CPU cost" the same from the CPU column (the rate lost when the server's core is the limit,
+which load inflates far less). The issue's target: the API costs at most 30% of the in-process
+rate. ``--profile FILE`` also runs the API at 8 callers under cProfile in the (after) SQLite
+server and writes the stats to FILE (read with ``python -m pstats FILE``).
 """
 
 from __future__ import annotations
@@ -26,42 +40,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
-import secrets
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from passkit_stamps.model import CardTemplate  # noqa: E402
-from passkit_stamps.service import StampService  # noqa: E402
-from passkit_stamps.store.store import Store  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 CARDS = 200
 CONCURRENCY = (1, 8)
-WARMUP = 100
-#: Runs of each (interleaved); the best counts.
-ROUNDS = 3
-
-
-def template() -> CardTemplate:
-    base = CardTemplate.load(ROOT / "templates" / "coffee").model_dump()
-    base.update(id="bench", limits={}, expiry={"kind": "none"}, stamps_required=30)
-    base["rewards"] = [{"at": 30, "title": "Free coffee"}]
-    return CardTemplate.model_validate(base)
-
-
-def connect_args(schema: str | None) -> dict[str, Any]:
-    if schema is None:
-        return {}
-    return {"connect_args": {"server_settings": {"search_path": f"{schema},public"}}}
+WARMUP = 300
+CONTROL = "/_bench/"
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -69,34 +64,165 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, all threads) of this process, or of another one (Linux /proc)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpus() -> tuple[int | None, int | None]:
+    """(server CPU, load generator CPU): two different ones when there are two."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return None, None
+    return available[0], available[1]
+
+
+def pin(cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+def stats(latencies: list[float], elapsed: float, cpu: float) -> dict[str, float]:
+    n = len(latencies)
+    return {
+        "rate": n / elapsed,
+        "p50": percentile(latencies, 50) * 1000,
+        "p99": percentile(latencies, 99) * 1000,
+        "cpu": cpu / n * 1000,
+    }
+
+
 # -- the server process ---------------------------------------------------------------------------
 
 
-def serve(url: str, schema: str | None, port: int) -> None:
+def serve(kind: str, pg_url: str, port: int, cpu: int | None) -> None:
+    """uvicorn serving the API, plus the control endpoints under /_bench/ (seed, in-process
+    runs, profiling). Imports whichever passkit_stamps is first on sys.path (``--src``)."""
+    import cProfile
+
     import uvicorn
 
+    from _stores import open_store
     from passkit_stamps.api import ApiConfig, create_api
+    from passkit_stamps.model import CardTemplate
+    from passkit_stamps.service import StampService
 
-    holder: dict[str, Any] = {}
+    pin(cpu)
+    state: dict[str, Any] = {}
+
+    def template() -> CardTemplate:
+        base = CardTemplate.load(ROOT / "templates" / "coffee").model_dump()
+        base.update(id="bench", limits={}, expiry={"kind": "none"}, stamps_required=30)
+        base["rewards"] = [{"at": 30, "title": "Free coffee"}]
+        return CardTemplate.model_validate(base)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        store = await Store.open(url, pool_size=20, **connect_args(schema))
-        holder["api"] = create_api(StampService(store), ApiConfig(rate=1e6, burst=1_000_000))
-        try:
+        async with open_store(kind, pg_url, pool_size=20) as store:
+            service = StampService(store)
+            await service.publish_template(template())
+            state["serials"] = [
+                (await service.issue_card("bench")).card.serial for _ in range(CARDS)
+            ]
+            state["key"] = (await service.create_api_key("bench till", "staff")).secret
+            state["service"] = service
+            state["api"] = create_api(service, ApiConfig(rate=1e6, burst=1_000_000))
             yield
-        finally:
-            await store.close()
 
     from starlette.applications import Starlette
 
     parent = Starlette(lifespan=lifespan)
 
+    async def in_process(c: int, n: int) -> dict[str, float]:
+        service, serials = state["service"], state["serials"]
+        latencies: list[float] = []
+
+        async def caller(start: int) -> None:
+            for i in range(n // c):
+                t0 = time.perf_counter()
+                await service.add_stamps(serials[(start + i) % CARDS], 1, actor="api-key:bench")
+                latencies.append(time.perf_counter() - t0)
+
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        await asyncio.gather(*(caller(k * (n // c)) for k in range(c)))
+        return stats(latencies, time.perf_counter() - t0, cpu_seconds() - cpu0)
+
+    async def in_asgi(c: int, n: int) -> dict[str, float]:
+        app, serials = state["api"], state["serials"]
+        body = b'{"count": 1}'
+        headers = [
+            (b"host", b"127.0.0.1"),
+            (b"authorization", f"Bearer {state['key']}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        latencies: list[float] = []
+
+        async def caller(start: int) -> None:
+            for i in range(n // c):
+                path = f"/cards/{serials[(start + i) % CARDS]}/stamps"
+                scope = {
+                    "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                    "method": "POST", "scheme": "http", "path": path,
+                    "raw_path": path.encode(), "root_path": "", "query_string": b"",
+                    "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+                }  # fmt: skip
+                messages = [{"type": "http.request", "body": body, "more_body": False}]
+                status: list[int] = []
+
+                async def receive(messages: list[Any] = messages) -> Any:
+                    return messages.pop() if messages else {"type": "http.disconnect"}
+
+                async def send(message: Any, status: list[int] = status) -> None:
+                    if message["type"] == "http.response.start":
+                        status.append(message["status"])
+
+                t0 = time.perf_counter()
+                await app(scope, receive, send)
+                latencies.append(time.perf_counter() - t0)
+                if status != [200]:
+                    raise RuntimeError(f"API answered {status}")
+
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        await asyncio.gather(*(caller(k * (n // c)) for k in range(c)))
+        return stats(latencies, time.perf_counter() - t0, cpu_seconds() - cpu0)
+
+    async def control(scope: Any, receive: Any, send: Any) -> None:
+        what = scope["path"][len(CONTROL) :]
+        query = dict(p.split("=", 1) for p in scope["query_string"].decode().split("&") if p)
+        answer: Any
+        if what == "ping":
+            answer = {}
+        elif what == "seed":
+            answer = {"key": state["key"], "serials": state["serials"], "pid": os.getpid()}
+        elif what in ("in-process", "asgi"):
+            run = in_process if what == "in-process" else in_asgi
+            answer = await run(int(query["c"]), int(query["n"]))
+        elif what == "profile-start":
+            state["profile"] = cProfile.Profile()
+            state["profile"].enable()
+            answer = {}
+        elif what == "profile-stop":
+            state["profile"].disable()
+            state["profile"].dump_stats(query["file"])
+            answer = {}
+        else:
+            raise RuntimeError(f"unknown control {what}")
+        body = json.dumps(answer).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await parent(scope, receive, send)
+        elif scope["path"].startswith(CONTROL):
+            await control(scope, receive, send)
         else:
-            await holder["api"](scope, receive, send)
+            await state["api"](scope, receive, send)
 
     uvicorn.run(
         app,
@@ -110,30 +236,55 @@ def serve(url: str, schema: str | None, port: int) -> None:
     )
 
 
-# -- the client -----------------------------------------------------------------------------------
+# -- the load generator ---------------------------------------------------------------------------
 
 
-async def http_worker(
-    port: int, key: str, serials: list[str], start: int, n: int, latencies: list[float]
-) -> None:
+async def http_request(port: int, method: str, target: str) -> Any:
+    """One request on a fresh connection (the control endpoints); the JSON answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    body = b'{"count": 1}'
     try:
-        for i in range(n):
-            serial = serials[(start + i) % len(serials)]
-            request = (
-                f"POST /cards/{serial}/stamps HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
+        writer.write(f"{method} {target} HTTP/1.1\r\nHost: b\r\nContent-Length: 0\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        return json.loads(await reader.readexactly(length))
+    finally:
+        writer.close()
+
+
+async def http_caller(
+    port: int,
+    key: str,
+    serials: list[str],
+    start: int,
+    n: int,
+    latencies: list[float],
+    ping: bool = False,
+) -> None:
+    body = b'{"count": 1}'
+    targets = [
+        CONTROL + "ping" if ping else f"/cards/{serials[(start + i) % len(serials)]}/stamps"
+        for i in range(n)
+    ]
+    requests = [
+        (
+            f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+        for target in targets
+    ]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for request in requests:
             t0 = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            answer = await reader.readexactly(length)
+            at = head.lower().find(b"content-length:") + 15
+            answer = await reader.readexactly(int(head[at : head.find(b"\r\n", at)]))
             latencies.append(time.perf_counter() - t0)
             if not head.startswith(b"HTTP/1.1 200"):
                 raise RuntimeError(f"API answered {head[:40]!r}: {answer[:200]!r}")
@@ -141,82 +292,55 @@ async def http_worker(
         writer.close()
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """CPU time (user + system) of this process, or of another one (Linux /proc)."""
-    if pid is None:
-        return time.process_time()
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+class Server:
+    """A server subprocess running the code at ``src``."""
 
+    def __init__(self, label: str, src: Path, kind: str, pg_url: str, cpu: int | None) -> None:
+        self.label = label
+        self.port = free_port()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), str(HERE)]))
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind, "--postgres", pg_url,
+             "--port", str(self.port), "--cpu", str(cpu)],
+            env=env,
+        )  # fmt: skip
+        self.key = ""
+        self.serials: list[str] = []
+        self.pid = 0
 
-def asgi_caller(app: Any, key: str, serials: list[str]) -> Any:
-    """Stamps through the API app called directly (no server, no socket): what the API layer
-    itself costs, apart from HTTP."""
-    body = b'{"count": 1}'
-    headers = [
-        (b"host", b"127.0.0.1"),
-        (b"authorization", f"Bearer {key}".encode()),
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
+    async def start(self) -> None:
+        deadline = time.monotonic() + 120
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the {self.label} server exited")
+            try:
+                seed = await http_request(self.port, "GET", CONTROL + "seed")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        self.key, self.serials, self.pid = seed["key"], seed["serials"], seed["pid"]
 
-    async def call(start: int, n: int, latencies: list[float]) -> None:
-        for i in range(n):
-            path = f"/cards/{serials[(start + i) % len(serials)]}/stamps"
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "POST",
-                "scheme": "http",
-                "path": path,
-                "raw_path": path.encode(),
-                "root_path": "",
-                "query_string": b"",
-                "headers": headers,
-                "client": ("127.0.0.1", 1),
-                "server": ("127.0.0.1", 2),
-            }
-            messages = [{"type": "http.request", "body": body, "more_body": False}]
-            status: list[int] = []
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)
 
-            async def receive(messages: list[Any] = messages) -> Any:
-                return messages.pop() if messages else {"type": "http.disconnect"}
-
-            async def send(message: Any, status: list[int] = status) -> None:
-                if message["type"] == "http.response.start":
-                    status.append(message["status"])
-
-            t0 = time.perf_counter()
-            await app(scope, receive, send)
-            latencies.append(time.perf_counter() - t0)
-            if status != [200]:
-                raise RuntimeError(f"API answered {status}")
-
-    return call
-
-
-async def run_callers(
-    concurrency: int,
-    total: int,
-    call: Callable[[int, int, list[float]], Awaitable[None]],
-    server: int | None = None,
-) -> tuple[float, float, float, float]:
-    """(stamps/s, p50 ms, p99 ms, server CPU ms a stamp) of ``total`` stamps from
-    ``concurrency`` callers. The server is this process (in-process) or ``server``'s pid."""
-    latencies: list[float] = []
-    per = total // concurrency
-    cpu0 = cpu_seconds(server)
-    t0 = time.perf_counter()
-    await asyncio.gather(*(call(i * per, per, latencies) for i in range(concurrency)))
-    elapsed = time.perf_counter() - t0
-    cpu = cpu_seconds(server) - cpu0
-    return (
-        per * concurrency / elapsed,
-        percentile(latencies, 50) * 1000,
-        percentile(latencies, 99) * 1000,
-        cpu / (per * concurrency) * 1000,
-    )
+    async def run(self, path: str, c: int, n: int) -> dict[str, float]:
+        if path not in ("http", "ping"):
+            result: dict[str, float] = await http_request(
+                self.port, "POST", f"{CONTROL}{path}?c={c}&n={n}"
+            )
+            return result
+        latencies: list[float] = []
+        per = n // c
+        cpu0, t0 = cpu_seconds(self.pid), time.perf_counter()
+        await asyncio.gather(
+            *(http_caller(self.port, self.key, self.serials, k * per, per, latencies,
+                          path == "ping")
+              for k in range(c))
+        )  # fmt: skip
+        return stats(latencies, time.perf_counter() - t0, cpu_seconds(self.pid) - cpu0)
 
 
 def free_port() -> int:
@@ -225,120 +349,124 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the API server exited")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the API server did not start")
+PATHS = (
+    ("in-process", "in-process"),
+    ("asgi", "API app, no server"),
+    ("http", "API (uvicorn)"),
+    ("ping", "uvicorn floor"),
+)
 
 
-# -- one store ------------------------------------------------------------------------------------
-
-
-async def bench_store(kind: str, url: str, schema: str | None, stamps: int) -> list[list[str]]:
-    store = await Store.open(url, pool_size=20, **connect_args(schema))
-    service = StampService(store)
-    await service.publish_template(template())
-    serials = [(await service.issue_card("bench")).card.serial for _ in range(CARDS)]
-    key = (await service.create_api_key("bench till", "staff")).secret
-    actor = "api-key:bench"
-
-    from passkit_stamps.api import ApiConfig, create_api
-
-    in_asgi = asgi_caller(create_api(service, ApiConfig(rate=1e6, burst=1_000_000)), key, serials)
-
-    async def in_process(start: int, n: int, latencies: list[float]) -> None:
-        for i in range(n):
-            t0 = time.perf_counter()
-            await service.add_stamps(serials[(start + i) % CARDS], 1, actor=actor)
-            latencies.append(time.perf_counter() - t0)
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", url, "--port", str(port)]
-        + (["--schema", schema] if schema else []),
-    )
+async def bench_store(
+    kind: str, versions: list[tuple[str, Path]], args: argparse.Namespace, server_cpu: int | None
+) -> list[list[str]]:
+    servers = [Server(label, src, kind, args.postgres, server_cpu) for label, src in versions]
     rows: list[list[str]] = []
     try:
-        await wait_for(port, process)
-
-        async def through_api(start: int, n: int, latencies: list[float]) -> None:
-            await http_worker(port, key, serials, start, n, latencies)
-
-        await run_callers(1, WARMUP, in_process)
-        await run_callers(1, WARMUP, through_api, process.pid)
+        for server in servers:
+            await server.start()
+        for server in servers:  # warm: caches, pool connections, code paths
+            for path, _ in PATHS:
+                await server.run(path, 8, WARMUP)
         for c in CONCURRENCY:
-            # Interleaved, best of ROUNDS each: the machine's other load hits both alike.
-            local = await run_callers(c, stamps, in_process)
-            asgi = await run_callers(c, stamps, in_asgi)
-            api = await run_callers(c, stamps, through_api, process.pid)
-            for _ in range(ROUNDS - 1):
-                local = max(local, await run_callers(c, stamps, in_process))
-                asgi = max(asgi, await run_callers(c, stamps, in_asgi))
-                api = max(api, await run_callers(c, stamps, through_api, process.pid))
-            for path, (rate, p50, p99, cpu), note in (
-                ("in-process", local, ""),
-                ("API app, no server", asgi, f"{100 * (1 - asgi[0] / local[0]):+.0f}%"),
-                ("API (uvicorn)", api, f"{100 * (1 - api[0] / local[0]):+.0f}%"),
-            ):
-                rows.append([kind, str(c), path, f"{rate:,.0f}", f"{p50:.2f}", f"{p99:.2f}",
-                             f"{cpu:.2f}", note])  # fmt: skip
+            best: dict[tuple[str, str], dict[str, float]] = {}
+            for _ in range(args.rounds):
+                for server in servers:
+                    for path, _ in PATHS:
+                        got = await server.run(path, c, args.stamps)
+                        had = best.setdefault((server.label, path), got)
+                        had["rate"] = max(had["rate"], got["rate"])
+                        had["cpu"] = min(had["cpu"], got["cpu"])
+                        if got["rate"] >= had["rate"]:
+                            had["p50"], had["p99"] = got["p50"], got["p99"]
+            for server in servers:
+                local = best[(server.label, "in-process")]
+                for path, name in PATHS:
+                    r = best[(server.label, path)]
+                    cost = cpu_cost = ""
+                    if path in ("asgi", "http"):
+                        cost = f"{100 * (1 - r['rate'] / local['rate']):+.0f}%"
+                        cpu_cost = f"{100 * (1 - local['cpu'] / r['cpu']):+.0f}%"
+                    rows.append([kind, server.label, str(c), name, f"{r['rate']:,.0f}",
+                                 f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['cpu']:.3f}", cost,
+                                 cpu_cost])  # fmt: skip
+        if args.profile and kind == "sqlite":
+            server = servers[-1]
+            await http_request(server.port, "POST", CONTROL + "profile-start")
+            await server.run("http", 8, args.stamps)
+            await http_request(server.port, "POST", f"{CONTROL}profile-stop?file={args.profile}")
     finally:
-        process.terminate()
-        process.wait(10)
-        await store.close()
+        for server in servers:
+            server.stop()
     return rows
 
 
 async def main(args: argparse.Namespace) -> None:
+    server_cpu, generator_cpu = cpus()
+    pin(generator_cpu)
+    versions = [("after", ROOT / "src")]
+    if args.baseline:
+        versions.insert(0, ("before", Path(args.baseline).resolve()))
+    load_before = os.getloadavg()
+    started = time.strftime("%Y-%m-%d %H:%M")
     rows: list[list[str]] = []
-    with tempfile.TemporaryDirectory() as folder:
-        rows += await bench_store(
-            "SQLite", f"sqlite:///{Path(folder) / 'bench.db'}", None, args.stamps
-        )
-    import asyncpg
+    for kind in args.stores.split(","):
+        if kind == "postgresql":
+            try:
+                import asyncpg
 
-    pg = args.postgres
-    try:
-        admin = await asyncio.wait_for(asyncpg.connect(pg), 5)
-    except Exception as exc:  # any failure: skip the PostgreSQL rows, say why
-        print(f"PostgreSQL rows skipped: {type(exc).__name__}: {exc}")
-    else:
-        schema = "pks_bench_" + secrets.token_hex(4)
-        await admin.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            rows += await bench_store("PostgreSQL", pg, schema, args.stamps)
-        finally:
-            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-            await admin.close()
-    headers = ["store", "callers", "path", "stamps/s", "p50 ms", "p99 ms", "CPU ms", "API cost"]
+                conn = await asyncio.wait_for(asyncpg.connect(args.postgres), 5)
+                await conn.close()
+            except Exception as exc:  # any failure: skip the PostgreSQL rows, say why
+                print(f"PostgreSQL rows skipped: {type(exc).__name__}: {exc}")
+                continue
+        rows += await bench_store(kind, versions, args, server_cpu)
+    load_after = os.getloadavg()
+    pinned = (
+        f"server on CPU {server_cpu}, load generator on CPU {generator_cpu}"
+        if server_cpu is not None
+        else "not pinned (one CPU)"
+    )
+    print(f"{started}; {os.cpu_count()} CPUs; {pinned}; uvicorn (httptools, uvloop, no access log)")
+    print(f"{args.stamps} stamps per row, best of {args.rounds} interleaved rounds; " + ", ".join(
+        f"{label}: {src}" for label, src in versions
+    ))  # fmt: skip
+    print(
+        "load average before " + " ".join(f"{x:.2f}" for x in load_before)
+        + ", after " + " ".join(f"{x:.2f}" for x in load_after)
+    )  # fmt: skip
+    headers = ["store", "code", "callers", "path", "stamps/s", "p50 ms", "p99 ms", "CPU ms",
+               "API cost", "CPU cost"]  # fmt: skip
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     for row in [headers, *rows]:
-        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
+        print("  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in
                         enumerate(zip(row, widths, strict=True))))  # fmt: skip
+    print("target: API cost (rate lost against in-process) at most 30%")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stamps", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument(
         "--postgres",
         default=os.environ.get("PASSKIT_STAMPS_TEST_POSTGRES_URL")
         or "postgresql://postgres@127.0.0.1:5432/test",
     )
-    parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
-    parser.add_argument("--schema", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", metavar="SRC", help="the src/ folder of the code before")
+    parser.add_argument("--profile", metavar="FILE")
+    parser.add_argument("--serve", metavar="KIND", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.serve:
-        serve(parsed.serve, parsed.schema, parsed.port)
+        serve(
+            parsed.serve,
+            parsed.postgres,
+            parsed.port,
+            None if parsed.cpu == "None" else int(parsed.cpu),
+        )
     else:
         import uvloop
 
