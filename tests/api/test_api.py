@@ -404,3 +404,22 @@ async def test_openapi_document_is_built_from_the_handlers_types(api: Api) -> No
             assert schemas[name] == own
         for status in ("401", "403", "422", "429"):
             assert PROBLEM_MEDIA_TYPE in entry["responses"][status]["content"]
+
+
+async def test_answers_are_the_bytes_their_models_would_serialise(api: Api) -> None:
+    """Answers are serialised from dicts (models.wire): the same JSON as the model's own."""
+    from passkit_stamps.api import models as m
+
+    serial = (await api.issue(holder={"name": "Jürgen ☕", "email": "j@example.com"}))["card"]
+    serial = serial["serial"]
+    r = await stamp(api, serial, json={"count": 3, "code": "R-1"})
+    for model, answer in (
+        (m.ChangeOut, r),
+        (m.CardDetailsOut, await api.call("GET", f"/cards/{serial}", api.staff)),
+        (m.HistoryOut, await api.call("GET", f"/cards/{serial}/history", api.manager)),
+        (m.JournalPageOut, await api.call("GET", "/journal", api.manager)),
+    ):
+        assert answer.status_code == 200, answer.text
+        assert (
+            model.model_validate_json(answer.content).model_dump_json().encode() == answer.content
+        )

@@ -9,6 +9,10 @@ is looked at), the API key (``Authorization: Bearer pks_...``; 401, spending tha
 key's rate (429 with Retry-After), its role (403), the query and headers (422), the body (413
 while reading past the limit, 400 when not JSON, 422 against its type), then one service call
 with the key as the journal's actor. Library errors are RFC 9457 problems (:mod:`.problems`).
+
+Answers are serialised from plain dicts by their model's schema (:func:`.models.wire`), and a
+JSON body is parsed and validated in one pass (pydantic's parser; the bounded parser of
+:mod:`passkit_stamps._boundedjson` only to say why a body was refused).
 """
 
 from __future__ import annotations
@@ -172,12 +176,19 @@ class TillApi:
         ]  # fmt: skip
 
     def routes(self) -> list[BaseRoute]:
-        routes: list[BaseRoute] = [Route(OPENAPI_PATH, self.openapi, methods=["GET"])]
         by_path: dict[str, dict[str, Operation]] = {}
-        for op in self.operations():
+        # The router tries the paths in order (no two overlap): the stamp first, then the rest
+        # of a till's operations, then the back office's, the document last.
+        hot = ("addStamps", "redeemVoucher", "getCard", "findCardByBarcode")
+        for op in sorted(
+            self.operations(),
+            key=lambda op: hot.index(op.operation_id) if op.operation_id in hot else len(hot),
+        ):
             by_path.setdefault(op.path, {})[op.method] = op
-        for path, ops in by_path.items():
-            routes.append(Route(path, self._endpoint(ops), methods=list(ops)))
+        routes: list[BaseRoute] = [
+            Route(path, self._endpoint(ops), methods=list(ops)) for path, ops in by_path.items()
+        ]
+        routes.append(Route(OPENAPI_PATH, self.openapi, methods=["GET"]))
         return routes
 
     # -- the request pipeline ------------------------------------------------------------------
@@ -224,7 +235,7 @@ class TillApi:
                 call.query = op.query.model_validate(_query_values(request, op.query))
             except ValidationError as exc:
                 return validation_response(exc, "query")
-        elif request.query_params:
+        elif request.scope.get("query_string"):
             raise RequestError(f"{op.operation_id} takes no query parameters")
         if op.idempotent:
             call.idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
@@ -234,11 +245,9 @@ class TillApi:
                 self.config.max_body,
                 content_length=request.headers.get("content-length"),
             )
-            data = _json_object(raw, required=op.body_required)
-            try:
-                call.body = op.body.model_validate(data)
-            except ValidationError as exc:
-                return validation_response(exc, "body")
+            call.body = _parse_body(op.body, raw, required=op.body_required)
+            if isinstance(call.body, Response):
+                return call.body
         return await op.handler(call)
 
     async def _authenticate(self, request: Request) -> ApiKey:
@@ -281,8 +290,8 @@ class TillApi:
 
     def _details(self, details: CardDetails) -> Response:
         p = details.progress
-        out = m.CardDetailsOut(
-            **self._card(details.card),
+        out = self._card(details.card)
+        out.update(
             template_name=details.template.name,
             required=p.required,
             remaining=p.remaining,
@@ -290,19 +299,17 @@ class TillApi:
             next_reward=details.next_reward,
             platforms=sorted(details.platforms),
         )
-        return _json(out)
+        return _answer(m.CardDetailsOut, out)
 
     def _change(self, change: Change, *, status: int = 200, live: bool = True) -> Response:
-        # Built without validation (model_construct): every value comes typed from the service
-        # (Card, JournalEntry), and this is the answer of every stamp. tests/api checks these
-        # answers against the document's schema.
-        out = m.ChangeOut.model_construct(
-            card=m.CardOut.model_construct(**self._card(change.card, live=live)),
-            events=[_event(e) for e in change.events],
-            notified=change.notified,
-            replayed=change.replayed,
-        )
-        return _json(out, status=status)
+        # The answer of every stamp: a dict serialised by ChangeOut's schema (models.wire).
+        out = {
+            "card": self._card(change.card, live=live),
+            "events": [_event(e) for e in change.events],
+            "notified": change.notified,
+            "replayed": change.replayed,
+        }
+        return _answer(m.ChangeOut, out, status=status)
 
     # -- handlers -------------------------------------------------------------------------------
 
@@ -438,7 +445,7 @@ class TillApi:
 
     async def history(self, call: Call) -> Response:
         found = await self.service.card_history(call.serial)
-        return _json(m.HistoryOut(items=[_event(e) for e in found]))
+        return _answer(m.HistoryOut, {"items": [_event(e) for e in found]})
 
     async def journal(self, call: Call) -> Response:
         q: m.JournalQuery = call.query
@@ -452,14 +459,14 @@ class TillApi:
             limit=q.limit,
             newest_first=q.order == "newest",
         )
-        out = m.JournalPageOut(
-            items=[_event(e) for e in page.items],
-            total=page.total,
-            offset=page.offset,
-            limit=page.limit,
-            has_more=page.has_more,
-        )
-        return _json(out)
+        out = {
+            "items": [_event(e) for e in page.items],
+            "total": page.total,
+            "offset": page.offset,
+            "limit": page.limit,
+            "has_more": page.has_more,
+        }
+        return _answer(m.JournalPageOut, out)
 
     async def _broadcast(self, call: Call, *, dry_run: bool) -> Any:
         body: m.BroadcastRequest = call.body
@@ -520,25 +527,26 @@ class TillApi:
         return Response(document, media_type="application/json")
 
 
-def _event(e: JournalEntry) -> m.EventOut:
-    return m.EventOut.model_construct(
-        id=e.id,
-        type=e.type,
-        at=e.at,
-        serial=e.serial,
-        template_id=e.template_id,
-        template_version=e.template_version,
-        template_name=e.template_name,
-        stamps=e.stamps,
-        required=e.required,
-        code=e.code,
-        reward=e.reward,
-        voucher_code=e.voucher_code,
-        data=dict(e.data),
-        actor=e.actor,
-        holder_name=e.holder_name,
-        holder_email=e.holder_email,
-    )
+def _event(e: JournalEntry) -> dict[str, Any]:
+    """An EventOut, as the dict :func:`_answer` serialises."""
+    return {
+        "id": e.id,
+        "type": e.type,
+        "at": e.at,
+        "serial": e.serial,
+        "template_id": e.template_id,
+        "template_version": e.template_version,
+        "template_name": e.template_name,
+        "stamps": e.stamps,
+        "required": e.required,
+        "code": e.code,
+        "reward": e.reward,
+        "voucher_code": e.voucher_code,
+        "data": dict(e.data),
+        "actor": e.actor,
+        "holder_name": e.holder_name,
+        "holder_email": e.holder_email,
+    }
 
 
 def _campaign(report: Any, *, status: int = 200) -> Response:
@@ -561,6 +569,30 @@ def _campaign(report: Any, *, status: int = 200) -> Response:
 
 def _json(model: BaseModel, *, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def _answer(model: type[BaseModel], data: dict[str, Any], *, status: int = 200) -> Response:
+    """``data`` (``model``'s fields) as ``model``'s JSON, without building the model."""
+    body = m.wire(model).dump_json(data)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _parse_body(model: type[BaseModel], raw: bytes, *, required: bool) -> Any:
+    """The body as ``model``, or the 422 answer; RequestError when it is not a JSON object.
+
+    One pass through pydantic's JSON parser, which is bounded too (nesting, and no request
+    model holds deep or free-form values); only a refused body is parsed again, by the bounded
+    parser, to tell malformed JSON (400) from a value that breaks its field's rule (422)."""
+    if raw.strip():
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError:
+            pass
+    data = _json_object(raw, required=required)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        return validation_response(exc, "body")
 
 
 def _query_values(request: Request, model: type[BaseModel]) -> dict[str, Any]:

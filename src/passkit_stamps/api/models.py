@@ -4,9 +4,11 @@ both the handlers' parsing/serialising and the OpenAPI document (:mod:`.openapi`
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from functools import cache
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+import typing_extensions
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ..engine import MAX_MESSAGE_LENGTH, EventType, Platform
 from ..model import SERIAL_PATTERN, CardState, Holder, Voucher, VoucherKind
@@ -297,6 +299,37 @@ class Problem(_Body):
     errors: list[InvalidField] | None = None
 
 
+# -- answers as JSON -----------------------------------------------------------------------------
+
+
+def _wire_annotation(annotation: Any) -> Any:
+    """An answer field's type with the API's own models replaced by their mirrors."""
+    if isinstance(annotation, type) and issubclass(annotation, _Body):
+        return _mirror(annotation)
+    if get_origin(annotation) is list:
+        (item,) = get_args(annotation)
+        if isinstance(item, type) and issubclass(item, _Body):
+            return list[_mirror(item)]  # type: ignore[misc]
+    return annotation
+
+
+@cache
+def _mirror(model: type[BaseModel]) -> Any:
+    """A TypedDict with ``model``'s fields (derived, so it cannot drift from the model)."""
+    fields = {name: _wire_annotation(f.annotation) for name, f in model.model_fields.items()}
+    make: Any = typing_extensions.TypedDict
+    return make(f"{model.__name__}Wire", fields)
+
+
+@cache
+def wire(model: type[BaseModel]) -> TypeAdapter[Any]:
+    """Serialises a plain dict shaped as ``model`` to JSON by ``model``'s schema, the same bytes
+    as ``model.model_dump_json()`` without building the model first (the answer of every stamp:
+    building three models cost more than serialising them). Values are not validated: they come
+    typed from the service; tests/api checks the answers against the document."""
+    return TypeAdapter(_mirror(model))
+
+
 __all__ = [
     "CardDetailsOut",
     "CardOut",
@@ -316,4 +349,5 @@ __all__ = [
     "SetStampsRequest",
     "StampRequest",
     "VoucherKind",
+    "wire",
 ]
