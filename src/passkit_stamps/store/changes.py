@@ -67,7 +67,7 @@ _PG_WRITERS_XMIN = """COALESCE((
 ), pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"""
 
 #: PostgreSQL: tags below this are final in the statement's snapshot (see the module docs).
-#: Read it in the FIRST statement of a transaction (or alone): PostgreSQL keeps the backends'
+#: Read it ONCE per transaction (or alone): PostgreSQL keeps the backends'
 #: activity it reads for the rest of the transaction, and a later snapshot must not be judged
 #: by an earlier reading.
 PG_HORIZON: sa.ColumnElement[Any] = sa.literal_column(_PG_WRITERS_XMIN, sa.BigInteger) + _OFFSET

@@ -398,7 +398,7 @@ def claim(
             return []
         # Statement 2, a new snapshot: every lease committed by a claim that held one of these
         # cards before us is seen here (the in-flight test), so no card is leased twice. The
-        # horizon as statement 1 read it (the first of the transaction, store/changes.py).
+        # horizon as statement 1 read it (read once per transaction, store/changes.py).
         lease = _statement(("lease",), _pg_lease_cards)
         by_platform: dict[str, list[str]] = {}
         for card in locked:
