@@ -111,10 +111,7 @@ class CardReads(ServiceCore):
         offset, limit = check_page(offset, limit)
         if cursor is not None and offset:
             raise CardInputError("cursor and offset cannot be combined: a cursor is a position")
-        if count_limit is not None and (
-            not isinstance(count_limit, int) or isinstance(count_limit, bool) or count_limit < 1
-        ):
-            raise CardInputError(f"count_limit must be a whole number >= 1, got {count_limit!r}")
+        _check_count_limit(count_limit)
         f = self._card_filter(
             search=search,
             template_id=template_id,
@@ -252,13 +249,20 @@ class CardReads(ServiceCore):
         limit: int = 50,
         newest_first: bool = True,
         cursor: str | None = None,
+        count_limit: int | None = None,
     ) -> Page[JournalEntry]:
         """Every event ("Card Events"), filtered by type(s), template, card and time range
         (``since <= at < until``), newest first by default, paginated with the total.
 
         ``cursor``: a page's ``next_cursor``: the next page by keyset on the journal's sequence
-        id (as fast at any depth; not counted: ``total`` is -1)."""
+        id (as fast at any depth; not counted: ``total`` is -1). ``count_limit``: count at most
+        that many events past ``offset`` (``Page.total_exact`` False when more match): counting
+        a journal of millions of events is most of a first page's time."""
         offset, limit = check_page(offset, limit)
+        _check_count_limit(count_limit)
+        cap = (
+            None if count_limit is None or cursor is not None else offset + max(count_limit, limit)
+        )
         if not isinstance(newest_first, bool):
             raise CardInputError("newest_first must be True or False")
         after_id = None
@@ -286,20 +290,36 @@ class CardReads(ServiceCore):
                 limit=limit if after_id is None else limit + 1,
                 newest_first=newest_first,
                 after_id=after_id,
+                count_limit=cap,
             )
+            exact = True
             if after_id is not None:
                 more = len(rows) > limit
                 rows = rows[:limit]
             else:
-                more = offset + len(rows) < total
+                exact = cap is None or total <= cap
+                total = total if exact or cap is None else cap
+                more = offset + len(rows) < total or not exact
             next_cursor = None
             if more and rows:
                 next_cursor = cursors.journal_cursor(newest_first, int(rows[-1]["id"]))
             return Page(
-                tuple(entry(r) for r in rows), total, offset, limit, next_cursor=next_cursor
+                tuple(entry(r) for r in rows),
+                total,
+                offset,
+                limit,
+                total_exact=exact,
+                next_cursor=next_cursor,
             )
 
         return await self.store.run_read(body)
+
+
+def _check_count_limit(count_limit: object) -> None:
+    if count_limit is not None and (
+        not isinstance(count_limit, int) or isinstance(count_limit, bool) or count_limit < 1
+    ):
+        raise CardInputError(f"count_limit must be a whole number >= 1, got {count_limit!r}")
 
 
 def _sort(sort: object) -> tuple[str, bool]:

@@ -94,27 +94,64 @@ def journal_page(
     limit: int,
     newest_first: bool,
     after_id: int | None = None,
+    count_limit: int | None = None,
 ) -> tuple[int, list[Mapping[Any, Any]]]:
     """(how many match, one page of journal rows) filtered by type, template, card and
-    ``since <= at < until``. ``after_id``: the keyset page after that sequence id (in the
-    page's order), not counted (-1): an index range at any depth."""
-    where: list[sa.ColumnElement[bool]] = []
-    if types is not None:
-        where.append(events.c.type.in_(list(types)))
+    ``since <= at < until``, counted up to ``count_limit`` when given (``count_limit + 1``:
+    more). ``after_id``: the keyset page after that sequence id (in the page's order), not
+    counted (-1): an index range at any depth. The first page (offset 0) is read the same way
+    from the start; deeper offset pages read and skip the rows before them."""
+    others: list[sa.ColumnElement[bool]] = []
     if template_id is not None:
-        where.append(events.c.template_id == template_id)
+        others.append(events.c.template_id == template_id)
     if serial is not None:
-        where.append(events.c.serial == serial)
+        others.append(events.c.serial == serial)
     if since is not None:
-        where.append(events.c.at >= since)
+        others.append(events.c.at >= since)
     if until is not None:
-        where.append(events.c.at < until)
+        others.append(events.c.at < until)
+    where = others if types is None else [events.c.type.in_(list(types)), *others]
     order = events.c.id.desc() if newest_first else events.c.id.asc()
+    if after_id is None and offset:
+        query = _journal_select().where(*where).order_by(order).offset(offset).limit(limit)
+        rows: list[Mapping[Any, Any]] = list(conn.execute(query).mappings())
+        if rows and len(rows) < limit:
+            return offset + len(rows), rows  # the last page: no count needed
+        return _count(conn, where, count_limit), rows
+    later: list[sa.ColumnElement[bool]] = []
     if after_id is not None:
-        later = events.c.id < after_id if newest_first else events.c.id > after_id
-        query = _journal_select().where(*where, later).order_by(order).limit(limit)
-        return -1, list(conn.execute(query).mappings())
-    query = _journal_select().where(*where).order_by(order).offset(offset).limit(limit)
-    count = sa.select(sa.func.count()).select_from(events).where(*where)
-    total = int(conn.scalar(count) or 0)
-    return total, list(conn.execute(query).mappings())
+        later.append(events.c.id < after_id if newest_first else events.c.id > after_id)
+    if types is not None and len(set(types)) > 1:
+        # One range of the (type, id) index per type, each at most a page, merged: a walk of
+        # the journal in id order would read every row of the other types (a rare type's page
+        # would cost the journal's depth).
+        parts = [
+            _journal_select()
+            .where(*others, events.c.type == t, *later)
+            .order_by(order)
+            .limit(limit)
+            .subquery()
+            for t in sorted(set(types))
+        ]
+        merged = sa.union_all(*(sa.select(p) for p in parts)).subquery()
+        query = (
+            sa.select(merged)
+            .order_by(merged.c.id.desc() if newest_first else merged.c.id.asc())
+            .limit(limit)
+        )
+    else:
+        query = _journal_select().where(*where, *later).order_by(order).limit(limit)
+    found: list[Mapping[Any, Any]] = list(conn.execute(query).mappings())
+    if after_id is not None:
+        return -1, found
+    if len(found) < limit:
+        return len(found), found  # the whole list on one page
+    return _count(conn, where, count_limit), found
+
+
+def _count(conn: Connection, where: Sequence[sa.ColumnElement[bool]], limit: int | None) -> int:
+    """How many journal rows match, counted up to ``limit + 1`` when given."""
+    if limit is None:
+        return int(conn.scalar(sa.select(sa.func.count()).select_from(events).where(*where)) or 0)
+    capped = sa.select(events.c.id).where(*where).limit(limit + 1).subquery()
+    return int(conn.scalar(sa.select(sa.func.count()).select_from(capped)) or 0)

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from ..errors import StoreError
 
 #: The schema version this library writes. Raise it together with a new step in UPGRADES.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: SQLite's search index (step 2): an FTS5 table with the trigram tokenizer over
 #: ``cards.search_text``, keyed by the card's ``holder_id`` (every card has a holder row of its
@@ -92,6 +92,14 @@ holders = sa.Table(
     sa.Index("ix_holders_name", "name", "id"),
 )
 
+#: Step 8's indexes of live cards: (state or template_id, then these); named by the key.
+LIVE_INDEX_KEYS: dict[str, tuple[str, ...]] = {
+    "created": ("created_at", "serial"),
+    "last_stamp": ("last_stamp_at", "serial"),
+    "stamps": ("stamps", "serial"),
+    "serial": ("serial",),
+}
+
 cards = sa.Table(
     "cards",
     metadata,
@@ -140,6 +148,19 @@ cards = sa.Table(
     # Step 6: keyset pages sorted by last stamp or stamps (the serial breaks ties).
     sa.Index("ix_cards_last_stamp", "last_stamp_at", "serial"),
     sa.Index("ix_cards_stamps", "stamps", "serial"),
+    # Step 8: keyset pages filtered by state or template, one range per sort key (live cards
+    # only: every list reads those, and a count of them reads the index alone).
+    *(
+        sa.Index(
+            f"ix_cards_live_{column}_{name}",
+            column,
+            *keys,
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        )
+        for column in ("state", "template_id")
+        for name, keys in LIVE_INDEX_KEYS.items()
+    ),
 )
 
 vouchers = sa.Table(
@@ -700,6 +721,32 @@ def _step_notified_at(conn: Connection) -> None:
     conn.exec_driver_sql(f"ALTER TABLE cards ADD COLUMN notified_at {time}")
 
 
+def _step_live_pages(conn: Connection) -> None:
+    """Step 8. Keyset pages of a state or a template (issue 11): an index per filter and sort
+    key, so such a page is one index range at any depth however rare the state or template;
+    partial on live cards (what every list reads)."""
+    for column in ("state", "template_id"):
+        for name, keys in (
+            ("created", "created_at, serial"),
+            ("last_stamp", "last_stamp_at, serial"),
+            ("stamps", "stamps, serial"),
+            ("serial", "serial"),
+        ):
+            conn.exec_driver_sql(
+                f"CREATE INDEX ix_cards_live_{column}_{name} ON cards ({column}, {keys}) "
+                "WHERE deleted_at IS NULL"
+            )
+    if (
+        conn.dialect.name == "sqlite"
+        and conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first()
+    ):
+        # A store someone analyzed: without figures for the new indexes SQLite would take
+        # ``state = ?`` on them for selective next to the old indexes' real figures.
+        for column in ("state", "template_id"):
+            for name in ("created", "last_stamp", "stamps", "serial"):
+                conn.exec_driver_sql(f"ANALYZE ix_cards_live_{column}_{name}")
+
+
 #: Ordered upgrade steps: (version reached, step). Append only; never edit a released step (nor
 #: the helpers it calls: _sqlite_search_index, _postgres_trigram_index): old databases were
 #: made by them as they are.
@@ -711,6 +758,7 @@ UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (5, _step_notifications),
     (6, _step_change_order),
     (7, _step_notified_at),
+    (8, _step_live_pages),
 )
 
 

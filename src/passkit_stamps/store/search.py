@@ -5,6 +5,8 @@ Inputs arrive checked (the service validates them and names the rule); here they
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,19 +14,34 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from .cards import PLATFORMS, on_platform, platforms, select_cards
-from .schema import SQLITE_SEARCH_TABLE, cards, holders, templates, vouchers
+from .cards import PLATFORMS, on_platform, platforms
+from .schema import SQLITE_SEARCH_TABLE, card_platforms, cards, holders, templates, vouchers
 
 #: The keys the list can be sorted by (``-key``: descending).
 SORT_KEYS = ("created_at", "last_stamp_at", "stamps", "serial", "name")
 
 #: SQLite's FTS5 search table (see store.schema); its rowid is the card's holder_id.
 _FTS = sa.table(SQLITE_SEARCH_TABLE, sa.column("rowid", sa.Integer))
-#: SQLite: the largest rowid of cards, about how many cards were ever stored (an index lookup).
-_CARDS_ROWS_EVER: sa.Select[Any] = sa.select(sa.func.max(sa.literal_column("rowid"))).select_from(
-    cards
+
+#: cards ⋈ holders ⋈ templates for the list and the export. The template by LEFT JOIN (every
+#: card has one: the same rows) because SQLite never reads a LEFT JOIN from its right side:
+#: otherwise, when it believes ``template_id = ?`` selective (no statistics for an index), it
+#: starts from the few templates and reads every card of each through a (template_id, key)
+#: index, then sorts them all, for a page of 50.
+_LIST_JOIN = cards.join(holders, holders.c.id == cards.c.holder_id).outerjoin(
+    templates,
+    sa.and_(
+        templates.c.id == cards.c.template_id,
+        templates.c.version == cards.c.template_version,
+    ),
 )
+
+
+def _select_cards(*columns: Any) -> sa.Select[Any]:
+    return sa.select(*columns).select_from(_LIST_JOIN)
 
 
 @dataclass(frozen=True)
@@ -51,12 +68,22 @@ class CardFilter:
 _EXPIRING = ("active", "completed")
 
 
-def _due(now: datetime) -> sa.ColumnElement[bool]:
+def _column(name: str, hide: bool) -> sa.ColumnElement[Any]:
+    """A column of ``cards``; ``hide``: as SQLite's ``+cards.name``, the same value that no
+    index serves (SQLite's documented way to keep the planner from starting there)."""
+    column: sa.ColumnElement[Any] = cards.c[name]
+    if hide:
+        return sa.literal_column(f"+cards.{name}", column.type)
+    return column
+
+
+def _due(now: datetime, hide: bool = False) -> sa.ColumnElement[bool]:
     """Stored as active or completed, but its expiry time has come at ``now``."""
+    expires_at = _column("expires_at", hide)
     return sa.and_(
-        cards.c.state.in_(_EXPIRING),
-        cards.c.expires_at.is_not(None),
-        cards.c.expires_at <= now,
+        _column("state", hide).in_(_EXPIRING),
+        expires_at.is_not(None),
+        expires_at <= now,
     )
 
 
@@ -67,16 +94,15 @@ def state_column(now: datetime | None) -> sa.ColumnElement[Any]:
     return sa.case((_due(now), sa.literal("expired")), else_=cards.c.state).label("state")
 
 
-def _state_is(state: str, now: datetime | None) -> sa.ColumnElement[bool]:
+def _state_is(state: str, now: datetime | None, hide: bool = False) -> sa.ColumnElement[bool]:
     """``state_column(now) == state``, written so the state index still serves it."""
+    column = _column("state", hide)
     if now is None or state not in ("expired", *_EXPIRING):
-        return cards.c.state == state
+        return column == state
     if state == "expired":
-        return sa.or_(cards.c.state == "expired", _due(now))
-    return sa.and_(
-        cards.c.state == state,
-        sa.or_(cards.c.expires_at.is_(None), cards.c.expires_at > now),
-    )
+        return sa.or_(column == "expired", _due(now, hide))
+    expires_at = _column("expires_at", hide)
+    return sa.and_(column == state, sa.or_(expires_at.is_(None), expires_at > now))
 
 
 def uses_search_index(has_search_index: bool, text: str | None) -> bool:
@@ -91,34 +117,47 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _where(f: CardFilter, *, dense_search: bool = False) -> list[sa.ColumnElement[bool]]:
+def _where(
+    f: CardFilter,
+    *,
+    walk: bool = False,
+    lookup: bool = False,
+    state: bool = True,
+    hide: bool = False,
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions of ``f`` on live cards.
+
+    ``walk``: for a page that walks a sort index and checks each card it reads: the search text
+    by LIKE on the card's own row, not through SQLite's FTS5 match list (built whole before the
+    first row). ``lookup``: for a page that looks a sparse filter's matches up: platforms and
+    ready vouchers as lists of serials the database can start from. ``state=False`` leaves the
+    state out (:func:`_state_branches`). ``hide`` (SQLite): no index of ``cards`` may serve the
+    conditions, so the query starts from another table (the names' index, the FTS5 matches)."""
     where: list[sa.ColumnElement[bool]] = [cards.c.deleted_at.is_(None)]
     text = f.search
-    if text and f.search_index:
-        # FTS5 trigram phrase = the exact substring, any case (quotes doubled inside).
-        phrase = '"' + text.replace('"', '""') + '"'
-        matching = sa.select(_FTS.c.rowid).where(
-            sa.literal_column(SQLITE_SEARCH_TABLE).op("MATCH")(phrase)
-        )
-        # ``holder_id + 0`` hides the column from the planner: it then walks the sort
-        # index and probes the match list instead of looking each match up.
-        key = cards.c.holder_id + sa.literal_column("0") if dense_search else cards.c.holder_id
-        where.append(key.in_(matching))
+    if text and f.search_index and not walk:
+        where.append(cards.c.holder_id.in_(_fts_matches(text)))
     elif text:
         where.append(cards.c.search_text.like(like_pattern(text), escape="\\"))
     if f.template_id is not None:
-        where.append(cards.c.template_id == f.template_id)
+        where.append(_column("template_id", hide) == f.template_id)
     if f.template_version is not None:
-        where.append(cards.c.template_version == f.template_version)
-    if f.platform is not None:
+        where.append(_column("template_version", hide) == f.template_version)
+    if f.platform is not None and lookup:
+        saved = sa.select(card_platforms.c.serial).where(card_platforms.c.platform == f.platform)
+        where.append(cards.c.serial.in_(saved))
+    elif f.platform is not None:
         where.append(on_platform(f.platform))
-    if f.state is not None:
-        where.append(_state_is(f.state, f.now))
+    if state and f.state is not None:
+        where.append(_state_is(f.state, f.now, hide))
     if f.min_stamps is not None:
-        where.append(cards.c.stamps >= f.min_stamps)
+        where.append(_column("stamps", hide) >= f.min_stamps)
     if f.max_stamps is not None:
-        where.append(cards.c.stamps <= f.max_stamps)
-    if f.has_vouchers_ready is not None:
+        where.append(_column("stamps", hide) <= f.max_stamps)
+    if f.has_vouchers_ready and lookup:
+        ready_serials = sa.select(vouchers.c.serial).where(vouchers.c.redeemed_at.is_(None))
+        where.append(cards.c.serial.in_(ready_serials))
+    elif f.has_vouchers_ready is not None:
         ready = sa.exists().where(
             vouchers.c.serial == cards.c.serial, vouchers.c.redeemed_at.is_(None)
         )
@@ -126,31 +165,60 @@ def _where(f: CardFilter, *, dense_search: bool = False) -> list[sa.ColumnElemen
     return where
 
 
-def _order(key: str, descending: bool) -> list[sa.ColumnElement[Any]]:
-    columns: dict[str, sa.ColumnElement[Any]] = {
-        "created_at": cards.c.created_at,
-        "last_stamp_at": cards.c.last_stamp_at,
-        "stamps": cards.c.stamps,
-        "serial": cards.c.serial,
-        "name": holders.c.name,
-    }
-    column = columns[key]
-    # NULLS LAST only where NULLs exist: on a NOT NULL column it would stop PostgreSQL from
-    # walking the index backwards (DESC NULLS LAST is not the index's order), forcing a sort.
-    nullable = key in ("last_stamp_at", "name")
-    if descending:
-        primary = column.desc().nulls_last() if nullable else column.desc()
-        tie = cards.c.serial.desc()
-    else:
-        primary = column.asc().nulls_last() if nullable else column.asc()
-        tie = cards.c.serial.asc()
-    return [primary] if key == "serial" else [primary, tie]
+def _fts_phrase(text: str) -> str:
+    """An FTS5 trigram phrase: the exact substring, any case (quotes doubled inside)."""
+    return '"' + text.replace('"', '""') + '"'
 
 
+def _fts_match(text: str) -> sa.ColumnElement[bool]:
+    return sa.literal_column(SQLITE_SEARCH_TABLE).op("MATCH")(_fts_phrase(text))
 
-def _sort_column(key: str) -> sa.ColumnElement[Any]:
-    """The column of a sort key (the serial breaks ties)."""
-    columns: dict[str, sa.ColumnElement[Any]] = {
+
+def _fts_matches(text: str) -> sa.Select[Any]:
+    """The holder ids (= cards) whose search text contains ``text`` (SQLite's FTS5 index)."""
+    return sa.select(_FTS.c.rowid).where(_fts_match(text))
+
+
+@dataclass(frozen=True)
+class _Branch:
+    """One alternative of the state filter: its conditions, and whether its cards are looked
+    up (a small set from another index) rather than read in the list's order."""
+
+    where: tuple[sa.ColumnElement[bool], ...]
+    looked_up: bool = False
+
+
+def _due_serials(dialect: str, now: datetime) -> sa.ColumnElement[bool]:
+    """The cards whose expiry time has come at ``now`` but that are still stored as active or
+    completed (the sweep writes them soon: few), from the expiry index. SQLite is told the
+    index: without statistics it would take ``state IN (...)`` for selective and read every
+    active card instead."""
+    if dialect == "sqlite":
+        found: Any = sa.text(
+            "SELECT serial FROM cards INDEXED BY ix_cards_expiring "
+            "WHERE state IN ('active', 'completed') AND expires_at <= :due_at"
+        ).bindparams(sa.bindparam("due_at", now, type_=cards.c.expires_at.type))
+        return cards.c.serial.in_(found.columns(cards.c.serial))
+    return cards.c.serial.in_(sa.select(cards.c.serial).where(_due(now)))
+
+
+def _state_branches(f: CardFilter, dialect: str, hide: bool = False) -> list[_Branch]:
+    """The state filter as disjoint alternatives, each a range of a live-cards index: a card
+    reads as expired when stored so, or when its expiry time has come before the sweep wrote it
+    (a small set, looked up and sorted)."""
+    if f.state is None:
+        return [_Branch(())]
+    if f.state == "expired" and f.now is not None:
+        return [
+            _Branch((_column("state", hide) == "expired",)),
+            _Branch((_due_serials(dialect, f.now),), looked_up=True),
+        ]
+    return [_Branch((_state_is(f.state, f.now, hide),))]
+
+
+def _sort_column(key: str) -> sa.Column[Any]:
+    """The column of a sort key."""
+    columns: dict[str, sa.Column[Any]] = {
         "created_at": cards.c.created_at,
         "last_stamp_at": cards.c.last_stamp_at,
         "stamps": cards.c.stamps,
@@ -160,45 +228,129 @@ def _sort_column(key: str) -> sa.ColumnElement[Any]:
     return columns[key]
 
 
+def _tie(key: str) -> sa.Column[Any]:
+    """What breaks ties of a sort key: the serial, or for names the holder's id (one holder
+    per card), so that the index on (name, id) orders the whole list, NULL names included."""
+    return holders.c.id if key == "name" else cards.c.serial
+
+
 #: Sort keys whose column may be NULL (sorted last in both directions).
 NULLABLE_SORT_KEYS = ("last_stamp_at", "name")
 
 
+def _order(key: str, descending: bool) -> list[sa.ColumnElement[Any]]:
+    """The list's order, for offset pages (keyset pages walk it in steps: :func:`_steps`)."""
+    column = _sort_column(key)
+    # NULLS LAST only where NULLs exist: on a NOT NULL column it would stop PostgreSQL from
+    # walking the index backwards (DESC NULLS LAST is not the index's order), forcing a sort.
+    nullable = key in NULLABLE_SORT_KEYS
+    if descending:
+        primary = column.desc().nulls_last() if nullable else column.desc()
+        tie = _tie(key).desc()
+    else:
+        primary = column.asc().nulls_last() if nullable else column.asc()
+        tie = _tie(key).asc()
+    return [primary] if key == "serial" else [primary, tie]
+
+
 @dataclass(frozen=True)
 class Keyset:
-    """The rows after a position of a sorted list, as steps run in order until the page is
-    full: each a condition and the order that walks its index. A nullable key's NULLs sort
-    last: first the non-NULL rows after the position, then the NULL rows."""
+    """Where a keyset page starts in the list sorted by ``key``: after the row (``value``,
+    ``serial``), or at the start of the list (``serial`` None)."""
 
-    steps: tuple[tuple[tuple[sa.ColumnElement[bool], ...], tuple[Any, ...]], ...]
+    key: str
+    descending: bool
+    value: Any = None
+    serial: str | None = None
 
 
 def after_position(key: str, descending: bool, value: Any, serial: str) -> Keyset:
-    """Keyset of the rows that sort after the row (``value``, ``serial``) in the list's order
-    (:func:`_order`). Each step compares as a row value with a plain bound on the key, which
-    both databases answer from the (key, serial) index at any depth."""
-    column = _sort_column(key)
-    by_serial = cards.c.serial.desc() if descending else cards.c.serial.asc()
-    tie = cards.c.serial < serial if descending else cards.c.serial > serial
-    if key == "serial":
-        return Keyset((((tie,), (by_serial,)),))
-    nulls = ((column.is_(None),), (by_serial,))
-    if value is None:  # inside the NULLs at the end
-        return Keyset((((column.is_(None), tie), (by_serial,)),))
-    row = sa.tuple_(column, cards.c.serial)
-    # Typed literals: the value binds as the column does (SQLite's text timestamps).
-    typed = sa.literal(value, column.type)
-    position = sa.tuple_(typed, sa.literal(serial, cards.c.serial.type))
-    if descending:
-        later = (row < position, column <= typed)
-        order = (column.desc(), by_serial)
+    """The rows that sort after the row (``value``, ``serial``) in the list's order."""
+    return Keyset(key, descending, value, serial)
+
+
+def from_start(key: str, descending: bool) -> Keyset:
+    """The whole list, from its first row."""
+    return Keyset(key, descending)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """Part of the list after a position, in order: conditions, ORDER BY, and the names of the
+    ordering columns (to merge the state's alternatives)."""
+
+    where: tuple[sa.ColumnElement[bool], ...]
+    order: tuple[sa.ColumnElement[Any], ...]
+    names: tuple[tuple[str, bool], ...]
+
+
+def _unindexed(column: sa.Column[Any], dialect: str) -> sa.ColumnElement[Any]:
+    """The same values, hidden from the planner (no index on it is used): a page that looks a
+    sparse filter's matches up and sorts them must not walk the sort index instead."""
+    if dialect == "sqlite":
+        # SQLite's unary + is the documented way; it changes no value.
+        return sa.literal_column(f"+{column.table.name}.{column.name}", column.type)
+    if isinstance(column.type, sa.String):
+        return column.concat(sa.literal_column("''"))
+    if isinstance(column.type, (sa.Integer, sa.BigInteger)):
+        return column + sa.literal_column("0")
+    return column + sa.literal_column("interval '0 s'")
+
+
+def _steps(ks: Keyset, dialect: str, *, looked_up: bool) -> list[_Step]:
+    """The list after the position as steps run in order until the page is full. Each step
+    bounds the key as a row value with a plain bound, which both databases answer as one range
+    of the (key, tie) index at any depth. A nullable key's NULLs sort last in both directions:
+    first the non-NULL rows after the position, then the NULL rows by the tie-breaker."""
+    column: sa.ColumnElement[Any] = _sort_column(ks.key)
+    tie: sa.ColumnElement[Any] = _tie(ks.key)
+    tie_name = "holder_id" if ks.key == "name" else "serial"
+    if looked_up:
+        column, tie = _unindexed(_sort_column(ks.key), dialect), _unindexed(_tie(ks.key), dialect)
+    desc = ks.descending
+    by_tie = tie.desc() if desc else tie.asc()
+    by_key = column.desc() if desc else column.asc()
+
+    def later(a: Any, b: Any) -> sa.ColumnElement[bool]:
+        return a < b if desc else a > b  # type: ignore[no-any-return]
+
+    if ks.key == "serial":
+        start = () if ks.serial is None else (later(tie, sa.literal(ks.serial, tie.type)),)
+        return [_Step(start, (by_tie,), (("serial", desc),))]
+    nullable = ks.key in NULLABLE_SORT_KEYS
+    nulls = _Step((column.is_(None),), (by_tie,), ((tie_name, desc),))
+    names = ((ks.key, desc), (tie_name, desc))
+    if ks.serial is None:
+        first = _Step((column.is_not(None),) if nullable else (), (by_key, by_tie), names)
+        return [first, nulls] if nullable else [first]
+    if ks.key == "name":
+        # The cursor names the card; its holder's id is the tie-breaker (one index lookup).
+        position_tie: Any = (
+            sa.select(cards.c.holder_id).where(cards.c.serial == ks.serial).scalar_subquery()
+        )
     else:
-        later = (row > position, column >= typed)
-        order = (column.asc(), by_serial)
-    if key in NULLABLE_SORT_KEYS:
-        # Without NULLS LAST in the ORDER BY (none pass the bound): the index's own order.
-        return Keyset(((later, order), ((*nulls[0],), nulls[1])))
-    return Keyset(((later, order),))
+        position_tie = sa.literal(ks.serial, cards.c.serial.type)
+    if ks.value is None:  # inside the NULLs at the end
+        where = [column.is_(None), later(tie, position_tie)]
+        if ks.key == "name":
+            # The same bound on the cards' side of the join: PostgreSQL may merge-join the
+            # holders with the cards' holder index, and would read that index from its start.
+            card_tie = cards.c.holder_id
+            where.append(
+                later(_unindexed(card_tie, dialect) if looked_up else card_tie, position_tie)
+            )
+        return [_Step(tuple(where), (by_tie,), nulls.names)]
+    # Typed literals: the value binds as the column does (SQLite's text timestamps).
+    typed = sa.literal(ks.value, _sort_column(ks.key).type)
+    bound = column <= typed if desc else column >= typed
+    if ks.key == "name":
+        # Not a row value: its tie-breaker is a subquery, and PostgreSQL then guesses the
+        # range holds a few hundred rows (instead of reading the histogram) and sorts it.
+        after = sa.or_(later(column, typed), later(tie, position_tie))
+    else:
+        after = later(sa.tuple_(column, tie), sa.tuple_(typed, position_tie))
+    rest = _Step((after, bound), (by_key, by_tie), names)
+    return [rest, nulls] if nullable else [rest]
 
 
 def sort_value(row: Mapping[Any, Any], key: str) -> Any:
@@ -213,12 +365,13 @@ def _summary_select(
     limit: int,
     now: datetime | None = None,
 ) -> sa.Select[Any]:
-    """One page of the issued-cards list. Platforms and ready vouchers are read afterwards for
-    the page's serials: as subqueries here PostgreSQL would run them for every row an OFFSET
-    skips too."""
+    """One page of the issued-cards list. (Offset pages read platforms and ready vouchers
+    afterwards for the page's serials: as subqueries here PostgreSQL would run them for every
+    row an OFFSET skips too.)"""
     return (
-        select_cards(
+        _select_cards(
             cards.c.serial,
+            cards.c.holder_id,
             cards.c.template_id,
             cards.c.template_version,
             cards.c.stamps,
@@ -270,6 +423,166 @@ class CardRows:
     vouchers_ready: dict[str, int]
 
 
+#: A filter matching fewer live cards than this is "sparse": its pages look the matches up
+#: and sort them (at most this many rows) instead of walking a sort index past the cards that
+#: do not match (about page size x cards / matches rows). The balance: a card read on a walk
+#: of the cards' own index costs a few times less than a match looked up (SQLite: a card row
+#: checked by LIKE, 0.5 us, against an FTS5 match found, fetched and sorted, 5 us), so at a
+#: million cards and pages of 50 both ways stay within a few milliseconds; the count stops at
+#: this many.
+SPARSE_MATCHES = 4000
+#: The same for pages sorted by name, whose walk reads the names' index and looks each card
+#: up (several times a card row's cost): balanced at more matches.
+SPARSE_NAME_MATCHES = 10_000
+
+
+def _index_ordered(f: CardFilter, sort_key: str) -> bool:
+    """Whether every page of ``f`` in this order is a range of one index: no filter, or only
+    a state and a template (step 8's live-cards indexes), sorted by a key of the card."""
+    others = (
+        f.search,
+        f.template_version,
+        f.platform,
+        f.min_stamps,
+        f.max_stamps,
+        f.has_vouchers_ready,
+    )
+    if any(x is not None and x != "" for x in others):
+        return False
+    filtered = f.state is not None or f.template_id is not None
+    return sort_key != "name" or not filtered
+
+
+def count_matches(conn: Connection, f: CardFilter, *, limit: int | None) -> int:
+    """How many live cards match ``f``, counted up to ``limit`` (None: all)."""
+    query: sa.Select[Any] = sa.select(sa.literal_column("1"))
+    hide = conn.dialect.name == "sqlite"
+    if f.search and f.search_index:
+        # From the FTS5 match list, read lazily (a limit stops it early), each match checked
+        # against its card; not ``holder_id IN (matches)``, which builds the whole list first.
+        rest = dataclasses.replace(f, search=None)
+        query = query.select_from(_FTS.join(cards, cards.c.holder_id == _FTS.c.rowid)).where(
+            _fts_match(f.search), *_where(rest, walk=True, hide=hide)
+        )
+    elif f.platform is not None and hide:
+        # From the platform's index: a platform few cards are saved in counts those cards
+        # instead of checking every card.
+        rest = dataclasses.replace(f, platform=None)
+        query = query.select_from(
+            card_platforms.join(cards, cards.c.serial == card_platforms.c.serial)
+        ).where(card_platforms.c.platform == f.platform, *_where(rest, walk=True, hide=hide))
+    else:
+        query = query.select_from(cards).where(*_where(f, walk=True))
+    if limit is not None:
+        query = query.limit(limit)
+    return int(conn.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0)
+
+
+#: PostgreSQL, for the rest of the transaction (a read: the page is its last statement):
+#: index paths joined by nested loops.
+_NESTED_LOOPS = sa.text(
+    "SELECT set_config('enable_seqscan', 'off', true), "
+    "set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
+)
+
+
+def keyset_rows(conn: Connection, f: CardFilter, ks: Keyset, limit: int) -> list[Mapping[Any, Any]]:
+    """Up to ``limit`` rows of the list after the position, with ``vouchers_ready`` and
+    ``on_<platform>`` (correlated subqueries: a keyset page reads only its own rows).
+
+    Each step is one index range of at most ``limit`` rows when the filter is served by an
+    index in this order (:func:`_index_ordered`). Otherwise a sparse filter (fewer matches than
+    :data:`SPARSE_MATCHES`) is looked up and sorted, a dense one walks the sort index checking
+    each card: SQLite counts the matches up to that many (it has no statistics unless someone
+    analyzed the store); PostgreSQL chooses from its statistics, except for pages by name,
+    where it prices the walk (the names' index, a card looked up for each) far below its cost
+    and would walk past tens of thousands of names for a rare template: its estimate of the
+    matches decides instead."""
+    dialect = conn.dialect.name
+    ordered = _index_ordered(f, ks.key)
+    sparse = SPARSE_NAME_MATCHES if ks.key == "name" else SPARSE_MATCHES
+    looked_up = False
+    if not ordered and dialect == "sqlite":
+        looked_up = count_matches(conn, f, limit=sparse) < sparse
+    elif not ordered and ks.key == "name":
+        looked_up = _estimated_matches(conn, f) < sparse
+        # The way is chosen: index paths joined by nested loops, not a hash of every holder.
+        conn.execute(_NESTED_LOOPS)
+    if f.search and dialect == "postgresql":
+        # Prepared statements switch to a generic plan after five runs; one plan cannot fit
+        # both "ada" (10% of the cards) and a full email (one card). Plan each for its text.
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+    if dialect == "postgresql" and looked_up:
+        # The matches first, whole (few), then their holders by id, sorted.
+        matching = (
+            sa.select(cards.c.serial)
+            .where(*_where(f, lookup=True))
+            .cte("matching")
+            .prefix_with("MATERIALIZED")
+        )
+        common: list[sa.ColumnElement[bool]] = [cards.c.serial.in_(sa.select(matching.c.serial))]
+        branches = [_Branch(())]
+    else:
+        # SQLite walking the names with a dense filter: its planner, without statistics,
+        # takes ``state = ?`` for selective and would read every such card and sort them.
+        hide = dialect == "sqlite" and ks.key == "name" and not looked_up
+        common = _where(f, walk=not looked_up, lookup=looked_up, state=False, hide=hide)
+        branches = _state_branches(f, dialect, hide)
+    # A looked-up branch of a walking page: no card index but the one of its set (SQLite).
+    hidden = _where(f, lookup=True, state=False, hide=dialect == "sqlite")
+    walk_steps = _steps(ks, dialect, looked_up=looked_up)
+    lookup_steps = _steps(ks, dialect, looked_up=True)
+    rows: list[Mapping[Any, Any]] = []
+    for i, step in enumerate(walk_steps):
+        wanted = limit - len(rows)
+        if wanted <= 0:
+            break
+        parts = []
+        for branch in branches:
+            own = lookup_steps[i] if branch.looked_up else step
+            where = [*(hidden if branch.looked_up and not looked_up else common), *branch.where]
+            parts.append(
+                _summary_select([*where, *own.where], own.order, 0, wanted, f.now).add_columns(
+                    _READY, *_ON_PLATFORM
+                )
+            )
+        if len(parts) == 1:
+            query = parts[0]
+        else:
+            # Each alternative at most ``wanted`` rows, merged by the database (its collation
+            # decides the order, as in every other page).
+            merged = sa.union_all(*(sa.select(p.subquery()) for p in parts)).subquery()
+            order = [merged.c[n].desc() if d else merged.c[n].asc() for n, d in step.names]
+            query = sa.select(merged).order_by(*order).limit(wanted)
+        rows += conn.execute(query).mappings()
+    return rows
+
+
+class _Explain(Executable, ClauseElement):
+    """PostgreSQL's ``EXPLAIN (FORMAT JSON)`` of a query: its plan, not its rows."""
+
+    inherit_cache = False
+
+    def __init__(self, query: sa.Select[Any]) -> None:
+        self.query = query
+
+
+@compiles(_Explain, "postgresql")
+def _compile_explain(element: _Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + str(compiler.process(element.query, **kw))
+
+
+def _estimated_matches(conn: Connection, f: CardFilter) -> float:
+    """PostgreSQL's estimate of the live cards matching ``f``, from its statistics (one plan,
+    no rows read)."""
+    query: sa.Select[Any] = (
+        sa.select(sa.literal_column("1")).select_from(cards).where(*_where(f, walk=True))
+    )
+    found: Any = conn.execute(_Explain(query)).scalar()
+    plan = json.loads(found) if isinstance(found, str) else found
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
 def card_page(
     conn: Connection,
     f: CardFilter,
@@ -282,57 +595,32 @@ def card_page(
     after: Keyset | None = None,
 ) -> CardRows:
     """One page of the live cards matching ``f``, sorted, with the number matching (counted up
-    to ``cap`` past nothing when given: ``cap + 1`` means "more than cap").
+    to ``cap`` when given: ``cap + 1`` means "more than cap").
 
-    ``after`` (a keyset condition from :func:`after_position`): the page after a position,
-    ``limit`` rows with no count (``total`` is -1) at any depth: pass ``limit + 1`` to learn
-    whether more follow."""
-    if after is not None:
-        rows: list[Mapping[Any, Any]] = []
-        for condition, walk in after.steps:
-            wanted = limit - len(rows)
-            if wanted <= 0:
-                break
-            # Platforms and ready vouchers as correlated subqueries: a keyset page reads only
-            # its own rows (no OFFSET rows to skip), so one round trip instead of three.
-            query = _summary_select([*_where(f), *condition], walk, 0, wanted, f.now).add_columns(
-                _READY, *_ON_PLATFORM
-            )
-            rows += conn.execute(query).mappings()
+    ``after`` (a keyset from :func:`after_position`): the page after a position, ``limit`` rows
+    with no count (``total`` is -1) at any depth: pass ``limit + 1`` to learn whether more
+    follow. The first page (offset 0) is read the same way, from the start of the list; deeper
+    offset pages read and skip the rows before them."""
+    if after is not None or offset == 0:
+        rows = keyset_rows(conn, f, after or from_start(sort_key, descending), limit)
         found = {r["serial"]: {p for p in PLATFORMS if r[f"on_{p}"]} for r in rows}
         ready = {r["serial"]: int(r["vouchers_ready"]) for r in rows if r["vouchers_ready"]}
-        return CardRows(-1, rows, found, ready)
+        if after is not None:
+            total = -1
+        elif len(rows) < limit:
+            total = len(rows)  # the last page: no count needed
+        else:
+            total = count_matches(conn, f, limit=None if cap is None else cap + 1)
+        return CardRows(total, rows, found, ready)
     where = _where(f)
     order = _order(sort_key, descending)
-    count = sa.select(sa.func.count()).select_from(cards).where(*where)
-    if cap is not None:
-        capped = sa.select(cards.c.serial).where(*where).limit(cap + 1).subquery()
-        count = sa.select(sa.func.count()).select_from(capped)
     if f.search and conn.dialect.name == "postgresql":
-        # Prepared statements switch to a generic plan after five runs; one plan cannot
-        # fit both "ada" (10% of the cards) and a full email (one card): the generic
-        # plan for the email scanned the whole table. Plan each search for its text.
         conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
-    # SQLite + FTS: with many matches, walking the created_at (or serial) index and checking
-    # each card against the match list beats looking every match up and sorting them.
-    if f.search_index and sort_key in ("created_at", "serial"):
-        total = int(conn.scalar(count) or 0)
-        if not total:
-            return CardRows(0, [], {}, {})
-        rows_ever = int(conn.scalar(_CARDS_ROWS_EVER) or 0)
-        # Walked rows ~ rows_ever / total * (offset + limit); looked-up rows ~ total
-        # (a count that hit its cap: at least that many, walk).
-        dense = (cap is not None and total > cap) or total * total >= rows_ever * (offset + limit)
-        chosen = _where(f, dense_search=True) if dense else where
-        rows = list(
-            conn.execute(_summary_select(chosen, order, offset, limit, f.now)).mappings()
-        )
+    rows = list(conn.execute(_summary_select(where, order, offset, limit, f.now)).mappings())
+    if len(rows) < limit and rows:
+        total = offset + len(rows)  # the last page: no count needed
     else:
-        rows = list(conn.execute(_summary_select(where, order, offset, limit, f.now)).mappings())
-        if len(rows) < limit and (rows or not offset):
-            total = offset + len(rows)  # the last page: no count needed
-        else:
-            total = int(conn.scalar(count) or 0)
+        total = count_matches(conn, f, limit=None if cap is None else cap + 1)
     serials = [r["serial"] for r in rows]
     return CardRows(total, rows, platforms(conn, serials), vouchers_ready(conn, serials))
 
@@ -348,7 +636,7 @@ def export_rows(conn: Connection, f: CardFilter, *, after: str, limit: int) -> l
         .label("vouchers_ready")
     )
     query = (
-        select_cards(
+        _select_cards(
             cards.c.serial,
             holders.c.name,
             holders.c.email,
