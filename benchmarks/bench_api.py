@@ -2,7 +2,7 @@
 server, beside ``StampService.add_stamps`` in-process, in the same server process, on each store.
 
     .venv/bin/python benchmarks/bench_api.py [--stamps 2000] [--rounds 3] [--postgres URL]
-        [--baseline /work/wt-api-before/src] [--stores sqlite,postgresql] [--profile FILE]
+        [--baseline SRC] [--code SRC] [--stores sqlite,postgresql] [--profile FILE]
 
 Per store and code version, one server process (uvicorn, httptools, uvloop, access log off)
 pinned to one CPU; this process, the load generator, pinned to another (when there are two).
@@ -26,13 +26,16 @@ served by that one process (same store, same pool, same core, same concurrency):
 
 ``--baseline SRC`` starts a second server per store running the code at SRC (e.g. a
 ``git worktree`` of the commit before): its rows are "before", interleaved with "after" round by
-round, so the machine's other load hits both alike. Each figure is the best of ``--rounds``
-(rate: highest; CPU: lowest). "CPU ms": the serving process's CPU time (all its threads) a
-stamp. "API cost": how much of the in-process rate (of the same server) the API path loses;
-"CPU cost" the same from the CPU column (the rate lost when the server's core is the limit,
-which load inflates far less). The issue's target: the API costs at most 30% of the in-process
-rate. ``--profile FILE`` also runs the API at 8 callers under cProfile in the (after) SQLite
-server and writes the stats to FILE (read with ``python -m pstats FILE``).
+round, so the machine's other load hits both alike. ``--code SRC``: the code "after" (default:
+this checkout's src/; a worktree of the same base with only the change measured isolates it
+from other work in the tree). Each figure is the best of ``--rounds`` (rate: highest; CPU:
+lowest). "CPU ms": the serving process's CPU time (all its threads) a stamp; "loop ms": its
+event loop thread's alone (uvicorn, the API, the service's async part; not the store's threads:
+SQLite writes run in a writer thread). "API cost": how much of the in-process rate (of the same
+server) the API path loses; "CPU cost" the same from the CPU column (the rate lost when the
+server's core is the limit, which load inflates far less). The issue's target: the API costs at
+most 30% of the in-process rate. ``--profile FILE`` also runs the API at 8 callers under
+cProfile in the (after) SQLite server and writes the stats to FILE (``python -m pstats FILE``).
 """
 
 from __future__ import annotations
@@ -64,11 +67,14 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """CPU time (user + system, all threads) of this process, or of another one (Linux /proc)."""
+def cpu_seconds(pid: int | None = None, *, loop: bool = False) -> float:
+    """CPU time (user + system) of this process, or of another one (Linux /proc): all its
+    threads, or with ``loop`` its main thread only (the event loop: uvicorn, the API, the
+    service's async part; not the store's threads)."""
     if pid is None:
-        return time.process_time()
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return time.thread_time() if loop else time.process_time()
+    stat = f"/proc/{pid}/task/{pid}/stat" if loop else f"/proc/{pid}/stat"
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -85,13 +91,14 @@ def pin(cpu: int | None) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def stats(latencies: list[float], elapsed: float, cpu: float) -> dict[str, float]:
+def stats(latencies: list[float], elapsed: float, cpu: float, loop: float) -> dict[str, float]:
     n = len(latencies)
     return {
         "rate": n / elapsed,
         "p50": percentile(latencies, 50) * 1000,
         "p99": percentile(latencies, 99) * 1000,
         "cpu": cpu / n * 1000,
+        "loop": loop / n * 1000,
     }
 
 
@@ -146,9 +153,10 @@ def serve(kind: str, pg_url: str, port: int, cpu: int | None) -> None:
                 await service.add_stamps(serials[(start + i) % CARDS], 1, actor="api-key:bench")
                 latencies.append(time.perf_counter() - t0)
 
-        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        cpu0, loop0, t0 = cpu_seconds(), cpu_seconds(loop=True), time.perf_counter()
         await asyncio.gather(*(caller(k * (n // c)) for k in range(c)))
-        return stats(latencies, time.perf_counter() - t0, cpu_seconds() - cpu0)
+        elapsed = time.perf_counter() - t0
+        return stats(latencies, elapsed, cpu_seconds() - cpu0, cpu_seconds(loop=True) - loop0)
 
     async def in_asgi(c: int, n: int) -> dict[str, float]:
         app, serials = state["api"], state["serials"]
@@ -186,9 +194,10 @@ def serve(kind: str, pg_url: str, port: int, cpu: int | None) -> None:
                 if status != [200]:
                     raise RuntimeError(f"API answered {status}")
 
-        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        cpu0, loop0, t0 = cpu_seconds(), cpu_seconds(loop=True), time.perf_counter()
         await asyncio.gather(*(caller(k * (n // c)) for k in range(c)))
-        return stats(latencies, time.perf_counter() - t0, cpu_seconds() - cpu0)
+        elapsed = time.perf_counter() - t0
+        return stats(latencies, elapsed, cpu_seconds() - cpu0, cpu_seconds(loop=True) - loop0)
 
     async def control(scope: Any, receive: Any, send: Any) -> None:
         what = scope["path"][len(CONTROL) :]
@@ -334,13 +343,16 @@ class Server:
             return result
         latencies: list[float] = []
         per = n // c
-        cpu0, t0 = cpu_seconds(self.pid), time.perf_counter()
+        cpu0, loop0 = cpu_seconds(self.pid), cpu_seconds(self.pid, loop=True)
+        t0 = time.perf_counter()
         await asyncio.gather(
             *(http_caller(self.port, self.key, self.serials, k * per, per, latencies,
                           path == "ping")
               for k in range(c))
         )  # fmt: skip
-        return stats(latencies, time.perf_counter() - t0, cpu_seconds(self.pid) - cpu0)
+        elapsed = time.perf_counter() - t0
+        cpu, loop = cpu_seconds(self.pid) - cpu0, cpu_seconds(self.pid, loop=True) - loop0
+        return stats(latencies, elapsed, cpu, loop)
 
 
 def free_port() -> int:
@@ -377,6 +389,7 @@ async def bench_store(
                         had = best.setdefault((server.label, path), got)
                         had["rate"] = max(had["rate"], got["rate"])
                         had["cpu"] = min(had["cpu"], got["cpu"])
+                        had["loop"] = min(had["loop"], got["loop"])
                         if got["rate"] >= had["rate"]:
                             had["p50"], had["p99"] = got["p50"], got["p99"]
             for server in servers:
@@ -388,7 +401,8 @@ async def bench_store(
                         cost = f"{100 * (1 - r['rate'] / local['rate']):+.0f}%"
                         cpu_cost = f"{100 * (1 - local['cpu'] / r['cpu']):+.0f}%"
                     rows.append([kind, server.label, str(c), name, f"{r['rate']:,.0f}",
-                                 f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['cpu']:.3f}", cost,
+                                 f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['cpu']:.3f}",
+                                 f"{r['loop']:.3f}", cost,
                                  cpu_cost])  # fmt: skip
         if args.profile and kind == "sqlite":
             server = servers[-1]
@@ -404,7 +418,7 @@ async def bench_store(
 async def main(args: argparse.Namespace) -> None:
     server_cpu, generator_cpu = cpus()
     pin(generator_cpu)
-    versions = [("after", ROOT / "src")]
+    versions = [("after", Path(args.code).resolve())]
     if args.baseline:
         versions.insert(0, ("before", Path(args.baseline).resolve()))
     load_before = os.getloadavg()
@@ -436,7 +450,7 @@ async def main(args: argparse.Namespace) -> None:
         + ", after " + " ".join(f"{x:.2f}" for x in load_after)
     )  # fmt: skip
     headers = ["store", "code", "callers", "path", "stamps/s", "p50 ms", "p99 ms", "CPU ms",
-               "API cost", "CPU cost"]  # fmt: skip
+               "loop ms", "API cost", "CPU cost"]  # fmt: skip
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     for row in [headers, *rows]:
         print("  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in
@@ -455,6 +469,9 @@ if __name__ == "__main__":
         or "postgresql://postgres@127.0.0.1:5432/test",
     )
     parser.add_argument("--baseline", metavar="SRC", help="the src/ folder of the code before")
+    parser.add_argument(
+        "--code", metavar="SRC", default=str(ROOT / "src"), help="the src/ folder of the code after"
+    )
     parser.add_argument("--profile", metavar="FILE")
     parser.add_argument("--serve", metavar="KIND", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
