@@ -92,13 +92,11 @@ holders = sa.Table(
     sa.Index("ix_holders_name", "name", "id"),
 )
 
-#: Step 8's indexes of live cards: (state or template_id, then these); named by the key.
-LIVE_INDEX_KEYS: dict[str, tuple[str, ...]] = {
-    "created": ("created_at", "serial"),
-    "last_stamp": ("last_stamp_at", "serial"),
-    "stamps": ("stamps", "serial"),
-    "serial": ("serial",),
-}
+#: Step 8's indexes of live cards: (state or template_id, then these); named by the key. Only
+#: the default order's: a card's every write rewrites each index holding one of its columns
+#: (SQLite: the UPDATE sets them all), so each costs every stamp; pages of a state or template
+#: in other orders walk or look up instead (store/search.py).
+LIVE_INDEX_KEYS: dict[str, tuple[str, ...]] = {"created": ("created_at", "serial")}
 
 cards = sa.Table(
     "cards",
@@ -148,7 +146,7 @@ cards = sa.Table(
     # Step 6: keyset pages sorted by last stamp or stamps (the serial breaks ties).
     sa.Index("ix_cards_last_stamp", "last_stamp_at", "serial"),
     sa.Index("ix_cards_stamps", "stamps", "serial"),
-    # Step 8: keyset pages filtered by state or template, one range per sort key (live cards
+    # Step 8: keyset pages filtered by state or template in the default order (live cards
     # only: every list reads those, and a count of them reads the index alone).
     *(
         sa.Index(
@@ -722,20 +720,14 @@ def _step_notified_at(conn: Connection) -> None:
 
 
 def _step_live_pages(conn: Connection) -> None:
-    """Step 8. Keyset pages of a state or a template (issue 11): an index per filter and sort
-    key, so such a page is one index range at any depth however rare the state or template;
-    partial on live cards (what every list reads)."""
+    """Step 8. Keyset pages of a state or a template in the default order (issue 11): one
+    index range at any depth however rare the state or template; partial on live cards (what
+    every list reads)."""
     for column in ("state", "template_id"):
-        for name, keys in (
-            ("created", "created_at, serial"),
-            ("last_stamp", "last_stamp_at, serial"),
-            ("stamps", "stamps, serial"),
-            ("serial", "serial"),
-        ):
-            conn.exec_driver_sql(
-                f"CREATE INDEX ix_cards_live_{column}_{name} ON cards ({column}, {keys}) "
-                "WHERE deleted_at IS NULL"
-            )
+        conn.exec_driver_sql(
+            f"CREATE INDEX ix_cards_live_{column}_created ON cards ({column}, created_at, serial) "
+            "WHERE deleted_at IS NULL"
+        )
     if (
         conn.dialect.name == "sqlite"
         and conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first()
@@ -743,8 +735,7 @@ def _step_live_pages(conn: Connection) -> None:
         # A store someone analyzed: without figures for the new indexes SQLite would take
         # ``state = ?`` on them for selective next to the old indexes' real figures.
         for column in ("state", "template_id"):
-            for name in ("created", "last_stamp", "stamps", "serial"):
-                conn.exec_driver_sql(f"ANALYZE ix_cards_live_{column}_{name}")
+            conn.exec_driver_sql(f"ANALYZE ix_cards_live_{column}_created")
 
 
 #: Ordered upgrade steps: (version reached, step). Append only; never edit a released step (nor

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -437,8 +438,8 @@ SPARSE_NAME_MATCHES = 10_000
 
 
 def _index_ordered(f: CardFilter, sort_key: str) -> bool:
-    """Whether every page of ``f`` in this order is a range of one index: no filter, or only
-    a state and a template (step 8's live-cards indexes), sorted by a key of the card."""
+    """Whether every page of ``f`` in this order is a range of one index: no filter, or only a
+    state and a template in the default order (step 8's live-cards indexes)."""
     others = (
         f.search,
         f.template_version,
@@ -450,7 +451,7 @@ def _index_ordered(f: CardFilter, sort_key: str) -> bool:
     if any(x is not None and x != "" for x in others):
         return False
     filtered = f.state is not None or f.template_id is not None
-    return sort_key != "name" or not filtered
+    return sort_key == "created_at" or not filtered
 
 
 def count_matches(conn: Connection, f: CardFilter, *, limit: int | None) -> int:
@@ -500,12 +501,10 @@ def keyset_rows(conn: Connection, f: CardFilter, ks: Keyset, limit: int) -> list
     matches decides instead."""
     dialect = conn.dialect.name
     ordered = _index_ordered(f, ks.key)
-    sparse = SPARSE_NAME_MATCHES if ks.key == "name" else SPARSE_MATCHES
     looked_up = False
-    if not ordered and dialect == "sqlite":
-        looked_up = count_matches(conn, f, limit=sparse) < sparse
-    elif not ordered and ks.key == "name":
-        looked_up = _estimated_matches(conn, f) < sparse
+    if not ordered and (dialect == "sqlite" or ks.key == "name"):
+        looked_up = _sparse(conn, f, ks.key == "name")
+    if not ordered and dialect == "postgresql" and ks.key == "name":
         # The way is chosen: index paths joined by nested loops, not a hash of every holder.
         conn.execute(_NESTED_LOOPS)
     if f.search and dialect == "postgresql":
@@ -523,9 +522,9 @@ def keyset_rows(conn: Connection, f: CardFilter, ks: Keyset, limit: int) -> list
         common: list[sa.ColumnElement[bool]] = [cards.c.serial.in_(sa.select(matching.c.serial))]
         branches = [_Branch(())]
     else:
-        # SQLite walking the names with a dense filter: its planner, without statistics,
-        # takes ``state = ?`` for selective and would read every such card and sort them.
-        hide = dialect == "sqlite" and ks.key == "name" and not looked_up
+        # SQLite walking with a dense filter: its planner, without statistics, takes
+        # ``state = ?`` for selective and would read every such card and sort them.
+        hide = dialect == "sqlite" and not ordered and not looked_up
         common = _where(f, walk=not looked_up, lookup=looked_up, state=False, hide=hide)
         branches = _state_branches(f, dialect, hide)
     # A looked-up branch of a walking page: no card index but the one of its set (SQLite).
@@ -556,6 +555,32 @@ def keyset_rows(conn: Connection, f: CardFilter, ks: Keyset, limit: int) -> list
             query = sa.select(merged).order_by(*order).limit(wanted)
         rows += conn.execute(query).mappings()
     return rows
+
+
+#: Recent decisions sparse or dense, per store and filter: the pages of one list come one
+#: after the other, and a filter's share of the cards does not change in a minute. A stale one
+#: costs time, never a wrong row (both ways read the same rows).
+_DECIDED: dict[tuple[Any, ...], tuple[float, bool]] = {}
+_DECIDED_FOR_S = 60.0
+
+
+def _sparse(conn: Connection, f: CardFilter, by_name: bool) -> bool:
+    """Whether fewer live cards than the threshold match ``f``: SQLite counts them up to it
+    (it has no statistics unless someone analyzed the store), PostgreSQL estimates them."""
+    sparse = SPARSE_NAME_MATCHES if by_name else SPARSE_MATCHES
+    key = (id(conn.engine), str(conn.engine.url), dataclasses.replace(f, now=None), sparse)
+    now = time.monotonic()
+    found = _DECIDED.get(key)
+    if found is not None and now - found[0] < _DECIDED_FOR_S:
+        return found[1]
+    if conn.dialect.name == "sqlite":
+        decided = count_matches(conn, f, limit=sparse) < sparse
+    else:
+        decided = _estimated_matches(conn, f) < sparse
+    if len(_DECIDED) > 500:
+        _DECIDED.clear()
+    _DECIDED[key] = (now, decided)
+    return decided
 
 
 class _Explain(Executable, ClauseElement):
