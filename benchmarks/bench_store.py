@@ -1,21 +1,39 @@
-"""Store benchmark: add_stamps throughput, search latency over 100,000 cards, export memory.
+"""Store benchmark: add_stamps throughput, search latency over 100,000 cards, export memory;
+with --pages, keyset pages at any depth.
 
     .venv/bin/python benchmarks/bench_store.py [--cards 100000] [--postgres URL]
+    .venv/bin/python benchmarks/bench_store.py --pages --cards 100000,1000000 \
+        [--baseline /path/to/baseline/src] [--backend sqlite|postgresql|both]
 
 Runs on SQLite (a temporary file) and on PostgreSQL (``--postgres``, else
 ``PASSKIT_STAMPS_TEST_POSTGRES_URL``, else postgresql://postgres@127.0.0.1:5432/test; a schema of
 its own, dropped afterwards; the rows are skipped with a message when the server does not answer).
 Targets: >= 500 add_stamps/s on SQLite, search p99 < 50 ms, export memory flat (10k vs 100k).
 Search rows: exact totals, and "count <= 1000" (``count_limit=1000``, what a search box uses).
+
+--pages: per card count a store of its own, bulk-seeded with a shop's mix (states, templates,
+NULL names and last stamps, wallets, vouchers, ~2 journal events a card; docs/storage.md), then
+cursor pages at 200 random depths per case (every sort key, filters from common to rare, searches),
+the journal's and a card's history pages, first pages, an offset page at n/2 and add_stamps on
+the seeded store. --baseline SRC: the store is created and measured first by that checkout's
+library (in a process of its own), then upgraded and measured by this one: "before -> after" on
+the same rows in the same run. A million cards take about 7 minutes to seed per store on a
+loaded 2-core machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import inspect
+import json
 import os
 import random
+import secrets
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
@@ -256,203 +274,426 @@ async def run_backend(
         await bench_export(service, results, kind, n)
 
 
-def _card_rows(
-    start: int, stop: int, rng: random.Random
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Holder and card tuples for cards start..stop (10% of names missing: NULLs sort last)."""
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    hrows: list[tuple[Any, ...]] = []
-    crows: list[tuple[Any, ...]] = []
+#: Tables the page benchmark seeds, and their columns in the order the seed rows carry them.
+_SEED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "holders": ("id", "name", "email", "created_at"),
+    "cards": (
+        "serial",
+        "template_id",
+        "template_version",
+        "holder_id",
+        "stamps",
+        "rounds_completed",
+        "state",
+        "created_at",
+        "last_stamp_at",
+        "expires_at",
+        "authentication_token",
+        "search_text",
+        "change_tag",
+        "updated_at",
+        "deleted_at",
+    ),
+    "card_platforms": ("serial", "platform", "added_at"),
+    "vouchers": (
+        "serial",
+        "code",
+        "position",
+        "kind",
+        "title",
+        "description",
+        "issued_at",
+        "redeemed_at",
+        "reward_at",
+    ),
+    "events": (
+        "type",
+        "at",
+        "serial",
+        "template_id",
+        "template_version",
+        "stamps",
+        "required",
+        "data",
+    ),
+}
+#: The page benchmark's templates: most cards on one, 10% on another, 0.5% on a rare one.
+PAGE_TEMPLATES = ("bench", "bench-small", "bench-rare")
+_SERIAL_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_HOLDER_BASE = 10_000_000
+
+
+def _seed_rows(start: int, stop: int, rng: random.Random) -> dict[str, list[tuple[Any, ...]]]:
+    """Rows of every table for cards start..stop, a shop's mix: random serials; 10% without a
+    name and ~3% never stamped (NULL sort keys); 5% completed, 3% expired, 1% voided, 0.2%
+    deleted, 0.05% past their expiry time but not swept yet; 10% on a second template and 0.5%
+    on a rare one; saved in wallets; vouchers ready and redeemed; a journal of ~2 events a card."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in _SEED_COLUMNS}
     for i in range(start, stop):
+        template = "bench-small" if i % 10 == 0 else "bench-rare" if i % 200 == 7 else "bench"
         name = None if i % 10 == 3 else f"{rng.choice(FIRST)} {rng.choice(LAST)} {i}"
         email = f"c{i}@example.com"
-        serial = f"{i:012d}{rng.getrandbits(40):010X}"
-        created = now + timedelta(seconds=i)
+        serial = "".join(rng.choice(_SERIAL_ALPHABET) for _ in range(16))
+        created = base + timedelta(seconds=i)
         stamps = rng.randrange(0, 30)
-        hid = i + 10_000_000
-        hrows.append((hid, name, email, created))
-        crows.append(
+        last_stamp = created + timedelta(days=rng.randrange(0, 300)) if stamps else None
+        u = rng.random()
+        state = (
+            "completed"
+            if u < 0.05
+            else "expired"
+            if u < 0.08
+            else "voided"
+            if u < 0.09
+            else "active"
+        )
+        expires = created + timedelta(days=700) if u > 0.8 else None
+        if i % 2000 == 13:  # due: the sweep has not run yet
+            state, expires = "active", base + timedelta(days=30)
+        deleted = None
+        if i % 500 == 11:
+            state, name, deleted = "voided", None, created + timedelta(days=5)
+        hid = i + _HOLDER_BASE
+        rows["holders"].append((hid, name, email, created))
+        rows["cards"].append(
             (
                 serial,
-                "bench",
+                template,
                 1,
                 hid,
                 stamps,
                 0,
-                "active",
+                state,
                 created,
-                created if stamps else None,
+                last_stamp,
+                expires,
                 new_token(),
-                f"{serial} {name or ''} {email}".lower(),
+                f"{serial} {name or ''} {email}".lower() if deleted is None else serial.lower(),
                 0,
-                created,
+                last_stamp or created,
+                deleted,
             )
         )
-    return hrows, crows
+        w = rng.random()
+        if w < 0.4:
+            rows["card_platforms"].append((serial, "apple", created))
+        if 0.3 < w < 0.55:
+            rows["card_platforms"].append((serial, "google", created))
+        events = rows["events"]
+        events.append(("card_issued", created, serial, template, 1, 0, 30, "{}"))
+        if last_stamp is not None:
+            events.append(("stamp_added", last_stamp, serial, template, 1, stamps, 30, "{}"))
+        v = rng.random()
+        if v < 0.08:
+            redeemed = last_stamp if v < 0.03 and last_stamp else None
+            rows["vouchers"].append(
+                (serial, f"V{i}", 0, "reward", "Free coffee", "", created, redeemed, 30)
+            )
+            if redeemed is not None:
+                events.append(("voucher_redeemed", redeemed, serial, template, 1, stamps, 30, "{}"))
+        if state == "voided":
+            events.append(
+                ("card_voided", last_stamp or created, serial, template, 1, stamps, 30, "{}")
+            )
+    return rows
 
 
-_CARD_COLUMNS = (
-    "serial",
-    "template_id",
-    "template_version",
-    "holder_id",
-    "stamps",
-    "rounds_completed",
-    "state",
-    "created_at",
-    "last_stamp_at",
-    "authentication_token",
-    "search_text",
-    "change_tag",
-    "updated_at",
-)
-
-
-async def seed_cards(store: Store, start: int, stop: int) -> None:
-    """Bulk load cards start..stop: COPY on PostgreSQL, one executemany per 50,000 on SQLite
-    (the search index's trigger off during the load, the index filled once afterwards)."""
+async def seed_cards(kind: str, url: str, schema: str | None, start: int, stop: int) -> None:
+    """Bulk load cards start..stop with their holders, platforms, vouchers and journal into the
+    store at ``url`` (created, its templates published), by plain SQL on a connection of its
+    own (whatever library version made the schema): COPY on PostgreSQL, one executemany per
+    50,000 cards on SQLite (the search index's trigger off during the load, the index filled
+    once afterwards)."""
     rng = random.Random(start)
     batch = 50_000
-    if store.is_postgres:
-        # Short transactions: a long one holds back the visible horizon of every store on the
-        # server (docs/storage.md, "Change ordering"), e.g. other test runs' devices.
-        batch = 10_000
-        pooled = await store.engine.raw_connection()
+    if kind == "postgresql":
+        import asyncpg
+
+        settings = {"search_path": f"{schema},public"} if schema else {}
+        conn = await asyncpg.connect(_plain(url), server_settings=settings)
         try:
-            conn = pooled.driver_connection
-            assert conn is not None
+            # Short transactions: a long one holds back the visible horizon of every store on
+            # the server (docs/storage.md, "Change ordering"), e.g. other test runs' devices.
+            batch = 10_000
             for lo in range(start, stop, batch):
-                hrows, crows = _card_rows(lo, min(lo + batch, stop), rng)
-                await conn.copy_records_to_table(
-                    "holders", records=hrows, columns=("id", "name", "email", "created_at")
-                )
-                await conn.copy_records_to_table("cards", records=crows, columns=_CARD_COLUMNS)
-            await conn.execute("VACUUM ANALYZE cards")
-            await conn.execute("VACUUM ANALYZE holders")
+                for table, records in _seed_rows(lo, min(lo + batch, stop), rng).items():
+                    await conn.copy_records_to_table(
+                        table, records=records, columns=_SEED_COLUMNS[table]
+                    )
+            # The steady state autovacuum keeps a live table in: statistics, hint bits, the
+            # visibility map (right after a bulk load the first reads of every row write).
+            for table in _SEED_COLUMNS:
+                await conn.execute(f"VACUUM ANALYZE {table}")
         finally:
-            pooled.close()
+            await conn.close()
         return
     import sqlite3
 
-    path = store.engine.url.database
-    assert path is not None
+    path = url.removeprefix("sqlite:///")
+    fmt = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores times in SQLite
+
+    def text(value: Any) -> Any:
+        return value.strftime(fmt) if isinstance(value, datetime) else value
+
     db = sqlite3.connect(path, isolation_level=None)
     try:
-        has_fts = bool(
-            db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cards_search_insert'").fetchone()
-        )
+        found = db.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'cards_search_insert'"
+        ).fetchone()
         db.execute("BEGIN IMMEDIATE")
-        if has_fts:
-            trigger = db.execute(
-                "SELECT sql FROM sqlite_master WHERE name = 'cards_search_insert'"
-            ).fetchone()[0]
+        if found:
             db.execute("DROP TRIGGER cards_search_insert")
         for lo in range(start, stop, batch):
-            hrows, crows = _card_rows(lo, min(lo + batch, stop), rng)
-            fmt = "%Y-%m-%d %H:%M:%S.%f"
-            db.executemany(
-                "INSERT INTO holders (id, name, email, created_at) VALUES (?, ?, ?, ?)",
-                [(h[0], h[1], h[2], h[3].strftime(fmt)) for h in hrows],
-            )
-            db.executemany(
-                f"INSERT INTO cards ({', '.join(_CARD_COLUMNS)}) VALUES ({', '.join('?' * 13)})",
-                [
-                    (
-                        *c[:7],
-                        c[7].strftime(fmt),
-                        c[8] and c[8].strftime(fmt),
-                        *c[9:12],
-                        c[12].strftime(fmt),
-                    )
-                    for c in crows
-                ],
-            )
-        if has_fts:
+            for table, records in _seed_rows(lo, min(lo + batch, stop), rng).items():
+                columns = _SEED_COLUMNS[table]
+                db.executemany(
+                    f"INSERT INTO {table} ({', '.join(columns)}) "
+                    f"VALUES ({', '.join('?' * len(columns))})",
+                    [tuple(text(v) for v in row) for row in records],
+                )
+        if found:
             db.execute(
                 "INSERT INTO cards_search(rowid, search_text) "
                 "SELECT holder_id, search_text FROM cards WHERE holder_id >= ? AND holder_id < ?",
-                (start + 10_000_000, stop + 10_000_000),
+                (start + _HOLDER_BASE, stop + _HOLDER_BASE),
             )
-            db.execute(trigger)
+            db.execute(found[0])
         db.execute("COMMIT")
-        db.execute("ANALYZE")
+        # No ANALYZE: a store in the field has no statistics unless someone analyzed it, and
+        # SQLite's plans are made without them (the pages must not depend on them).
     finally:
         db.close()
 
 
-async def bench_pages(
-    service: StampService, store: Store, results: list[Row], kind: str, sizes: tuple[int, ...]
-) -> None:
-    """Pages at any depth: keyset (cursor) pages at 200 random positions per sort, against the
-    offset page at n/2, at each size."""
+def _plain(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+#: Cards-list pages the page benchmark times: (label, list_cards filters, sort).
+PAGE_CASES: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("all", {}, "-created_at"),
+    ("all", {}, "last_stamp_at"),
+    ("all", {}, "stamps"),
+    ("all", {}, "serial"),
+    ("all", {}, "name"),
+    ("all", {}, "-name"),
+    ("state voided (1%)", {"state": "voided"}, "-created_at"),
+    ("state voided (1%)", {"state": "voided"}, "stamps"),
+    ("state voided (1%)", {"state": "voided"}, "name"),
+    ("state expired (3% + due)", {"state": "expired"}, "-created_at"),
+    ("template rare (0.5%)", {"template_id": "bench-rare"}, "-created_at"),
+    ("template rare (0.5%)", {"template_id": "bench-rare"}, "last_stamp_at"),
+    ("template rare (0.5%)", {"template_id": "bench-rare"}, "name"),
+    ("platform google (25%)", {"platform": "google"}, "-created_at"),
+    ("search 'ada' (9%)", {"search": "ada"}, "-created_at"),
+    ("search 'lovelace' (11%)", {"search": "lovelace"}, "stamps"),
+    ("search an email (1 card)", {"search": "c123456@example.com"}, "-created_at"),
+)
+#: Random depths per page row.
+PAGE_DEPTHS = 200
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def _timed(label: str, timings: list[float]) -> dict[str, Any]:
+    return {"measure": label, "p50": percentile(timings, 50), "p99": percentile(timings, 99)}
+
+
+async def measure_pages(store: Store, n: int) -> list[dict[str, Any]]:
+    """Keyset pages at PAGE_DEPTHS random positions per case, the journal's pages and a card's
+    history, first pages with a capped count, an offset page at n/2, and add_stamps on the
+    seeded store, with this process's library (the baseline's under --baseline)."""
     from passkit_stamps.service import cursors
 
-    loaded = 0
-    for n in sizes:
-        t0 = time.perf_counter()
-        await seed_cards(store, loaded, n)
-        loaded = n
-        results.append((kind, f"seed {n:,} cards (bulk)", f"{time.perf_counter() - t0:.1f} s"))
-        rng = random.Random(n)
-        async with store.read() as conn:
-            sampled = (
-                await conn.exec_driver_sql(
-                    "SELECT c.serial, c.created_at, c.stamps, h.name FROM cards c "
-                    "JOIN holders h ON h.id = c.holder_id WHERE c.holder_id >= 10000000 "
-                    "AND (c.holder_id % 997) = 5"
-                )
-            ).all()
-        for sort in ("-created_at", "stamps", "name"):
-            key = sort.removeprefix("-")
-            timings: list[float] = []
-            for _ in range(200):
-                serial, created, stamps, name = rng.choice(sampled)
-                value: Any = {"created_at": created, "stamps": stamps, "name": name}[key]
-                if isinstance(value, str) and key == "created_at":
-                    value = datetime.fromisoformat(value)
-                if isinstance(value, datetime) and value.tzinfo is None:
-                    value = value.replace(tzinfo=UTC)
-                cursor = cursors.card_cursor(key, sort.startswith("-"), value, serial)
-                t0 = time.perf_counter()
-                page = await service.list_cards(sort=sort, limit=50, cursor=cursor)
-                timings.append((time.perf_counter() - t0) * 1000)
-                assert page.items
-            results.append(
-                (
-                    kind,
-                    f"cursor page ({sort}), {n:,} cards, 200 depths",
-                    f"p50 {percentile(timings, 50):.1f} ms, p99 {percentile(timings, 99):.1f} ms",
-                )
+    service = StampService(store)
+    out: list[dict[str, Any]] = []
+    rng = random.Random(n)
+    async with store.read() as conn:
+        sampled = (
+            await conn.exec_driver_sql(
+                "SELECT c.serial, c.created_at, c.last_stamp_at, c.stamps, h.name "
+                "FROM cards c JOIN holders h ON h.id = c.holder_id "
+                f"WHERE (c.holder_id % 997) = 5 AND c.holder_id >= {_HOLDER_BASE}"
             )
-        first: list[float] = []
+        ).all()
+        top = int((await conn.exec_driver_sql("SELECT max(id) FROM events")).scalar() or 0)
+    await service.list_cards(limit=50)  # warm-up: templates cached, the pool filled
+    for label, given, sort in PAGE_CASES:
+        key = sort.removeprefix("-")
+        timings: list[float] = []
+        for _ in range(PAGE_DEPTHS):
+            serial, created, last, stamps, name = rng.choice(sampled)
+            value = {
+                "created_at": _aware(created),
+                "last_stamp_at": _aware(last),
+                "stamps": stamps,
+                "serial": serial,
+                "name": name,
+            }[key]
+            cursor = cursors.card_cursor(key, sort.startswith("-"), value, serial)
+            t0 = time.perf_counter()
+            await service.list_cards(sort=sort, limit=50, cursor=cursor, **given)
+            timings.append((time.perf_counter() - t0) * 1000)
+        out.append(_timed(f"cursor page, {label}, {sort}", timings))
+    for label, given in (("all", {}), ("search 'ada'", {"search": "ada"})):
+        timings = []
         for _ in range(20):
             t0 = time.perf_counter()
-            await service.list_cards(limit=50, count_limit=1000)
-            first.append((time.perf_counter() - t0) * 1000)
-        results.append(
-            (
-                kind,
-                f"first page (count <= 1000), {n:,} cards",
-                f"p50 {percentile(first, 50):.1f} ms, p99 {percentile(first, 99):.1f} ms",
-            )
-        )
+            await service.list_cards(limit=50, count_limit=1000, **given)
+            timings.append((time.perf_counter() - t0) * 1000)
+        out.append(_timed(f"first page (count <= 1000), {label}", timings))
+    journal_cases: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("all", {}),
+        ("type stamp_added", {"types": "stamp_added"}),
+        ("types voided + redeemed", {"types": ["card_voided", "voucher_redeemed"]}),
+    )
+    for label, given in journal_cases:
+        timings = []
+        for _ in range(PAGE_DEPTHS):
+            cursor = cursors.journal_cursor(True, rng.randrange(1, top + 1))
+            t0 = time.perf_counter()
+            await service.journal(limit=50, cursor=cursor, **given)
+            timings.append((time.perf_counter() - t0) * 1000)
+        out.append(_timed(f"journal cursor page, {label}", timings))
+    capped = "count_limit" in inspect.signature(service.journal).parameters
+    timings = []
+    for _ in range(20):
         t0 = time.perf_counter()
-        await service.list_cards(limit=50, offset=n // 2, sort="created_at")
-        results.append(
-            (
-                kind,
-                f"offset page at n/2, {n:,} cards",
-                f"{(time.perf_counter() - t0) * 1000:.1f} ms",
-            )
-        )
+        await service.journal(limit=50, **({"count_limit": 1000} if capped else {}))
+        timings.append((time.perf_counter() - t0) * 1000)
+    out.append(_timed("journal first page (count <= 1000 / exact before)", timings))
+    timings = []
+    for _ in range(PAGE_DEPTHS):
+        serial = rng.choice(sampled)[0]
+        t0 = time.perf_counter()
+        await service.card_history_page(serial, limit=50)
+        timings.append((time.perf_counter() - t0) * 1000)
+    out.append(_timed("a card's history page", timings))
+    t0 = time.perf_counter()
+    await service.list_cards(limit=50, offset=n // 2, sort="created_at")
+    elapsed = (time.perf_counter() - t0) * 1000
+    out.append({"measure": "offset page at n/2 (no cursor)", "ms": elapsed})
+    stamped = [s[0] for s in rng.sample(sampled, min(500, len(sampled)))]
+    t0 = time.perf_counter()
+    for serial in stamped:
+        # A voided or expired card is refused: a transaction all the same.
+        with contextlib.suppress(Exception):
+            await service.add_stamps(serial)
+    rate = len(stamped) / (time.perf_counter() - t0)
+    out.append({"measure": "add_stamps on the seeded store (random cards)", "rate": rate})
+    return out
 
 
-async def run_pages(kind: str, pg_url: str, sizes: tuple[int, ...], results: list[Row]) -> None:
-    big, _small = templates()
-    async with open_store(kind, pg_url, pool_size=20) as store:
+def _store_options(schema: str | None) -> dict[str, Any]:
+    if schema:
+        return {"connect_args": {"server_settings": {"search_path": f"{schema},public"}}}
+    return {}
+
+
+async def _create_command(url: str, schema: str | None) -> None:
+    """--create: a new store with the page benchmark's templates, by this process's library."""
+    store = await Store.open(url, **_store_options(schema))
+    try:
         service = StampService(store)
-        await service.publish_template(big)
-        await bench_pages(service, store, results, kind, sizes)
+        big, _small = templates()
+        for template_id in PAGE_TEMPLATES:
+            await service.publish_template(
+                CardTemplate.model_validate({**big.model_dump(), "id": template_id})
+            )
+    finally:
+        await store.close()
+
+
+async def _measure_command(url: str, schema: str | None, n: int) -> None:
+    """--measure: measure a seeded store with this process's library; JSON on stdout."""
+    store = await Store.open(url, create=False, **_store_options(schema))
+    try:
+        print(json.dumps(await measure_pages(store, n)))
+    finally:
+        await store.close()
+
+
+def _format(row: dict[str, Any]) -> str:
+    if "rate" in row:
+        return f"{row['rate']:,.0f} tx/s"
+    if "ms" in row:
+        return f"{row['ms']:,.1f} ms"
+    return f"p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms"
+
+
+def _library(baseline: str | None, *args: str) -> str:
+    """Run this script with ``args`` in a process of its own: the baseline's library (its
+    ``src`` folder on PYTHONPATH) or this checkout's. Its standard output."""
+    env = dict(os.environ, PYTHONPATH=baseline or str(ROOT / "src"))
+    done = subprocess.run(
+        [sys.executable, __file__, *args], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        raise SystemExit(f"{' '.join(args[:1])} failed:\n{done.stderr}")
+    return done.stdout
+
+
+async def run_pages(
+    kind: str, pg_url: str, sizes: tuple[int, ...], results: list[Row], baseline: str | None
+) -> None:
+    """Per size a store of its own, seeded once; with --baseline, created by the baseline's
+    library and measured by it first (in a process of its own), then upgraded to this version
+    and measured again: both on the same rows, in the same run."""
+    import asyncpg
+
+    for n in sizes:
+        schema = None
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite:///{Path(folder) / 'pages.db'}"
+            if kind == "postgresql":
+                url = pg_url
+                schema = "pks_pages_" + secrets.token_hex(4)
+                admin = await asyncpg.connect(_plain(pg_url))
+                await admin.execute(f'CREATE SCHEMA "{schema}"')
+                await admin.close()
+            where = ["--url", url, *(["--schema", schema] if schema else [])]
+            try:
+                _library(baseline, "--create", *where)
+                t0 = time.perf_counter()
+                await seed_cards(kind, url, schema, 0, n)
+                seeded = f"{time.perf_counter() - t0:.1f} s"
+                results.append((kind, f"seed {n:,} cards (bulk, with their journal)", seeded))
+                before: dict[str, dict[str, Any]] = {}
+                if baseline:
+                    measured = _library(baseline, "--measure", "--cards", str(n), *where)
+                    before = {r["measure"]: r for r in json.loads(measured)}
+                t0 = time.perf_counter()
+                store = await Store.open(url, create=False, **_store_options(schema))
+                if baseline:
+                    upgraded = f"{time.perf_counter() - t0:.1f} s"
+                    results.append((kind, f"schema upgrade to this version, {n:,} cards", upgraded))
+                try:
+                    after = await measure_pages(store, n)
+                finally:
+                    await store.close()
+            finally:
+                if schema is not None:
+                    admin = await asyncpg.connect(_plain(pg_url))
+                    await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+                    await admin.close()
+        for row in after:
+            measure = f"{row['measure']}, {n:,} cards"
+            if row["measure"] in before:
+                shown = f"{_format(before[row['measure']])}  ->  {_format(row)}"
+            else:
+                shown = _format(row)
+            results.append((kind, measure, shown))
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def print_table(rows: list[Row]) -> None:
@@ -467,7 +708,11 @@ def print_table(rows: list[Row]) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cards", type=int, default=100_000)
+    parser.add_argument(
+        "--cards",
+        default="100000",
+        help="card count; with --pages a list (e.g. 100000,1000000: a store of each size)",
+    )
     parser.add_argument(
         "--postgres",
         default=os.environ.get("PASSKIT_STAMPS_TEST_POSTGRES_URL")
@@ -478,27 +723,45 @@ async def main() -> None:
     )
     parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
     parser.add_argument(
-        "--pages",
-        default="",
-        help="only the page rows, at these card counts (e.g. 100000,1000000)",
+        "--pages", action="store_true", help="only the page rows, at each --cards count"
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="with --pages: a baseline checkout's src folder, measured first on the same rows",
+    )
+    # Internal: what --pages runs in a process of its own (the baseline's library).
+    parser.add_argument("--create", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--schema", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sizes = tuple(int(x) for x in str(args.cards).split(","))
+    if args.create:
+        await _create_command(args.url, args.schema)
+        return
+    if args.measure:
+        await _measure_command(args.url, args.schema, sizes[0])
+        return
     results: list[Row] = []
+    print(f"load average {_load()}")
     if args.pages:
-        sizes = tuple(int(x) for x in args.pages.split(","))
         for kind in ("sqlite", "postgresql"):
             if args.backend in ("both", kind):
-                await run_pages(kind, args.postgres, sizes, results)
-        print_table(results)
+                rows: list[Row] = []
+                await run_pages(kind, args.postgres, sizes, rows, args.baseline)
+                print_table(rows)  # each store as it ends: a million cards take a while
+                print(f"load average {_load()}")
         return
+    n = sizes[0]
     if args.backend != "postgresql":
-        await run_backend("sqlite", "", args.cards, results, args.stamps_only)
+        await run_backend("sqlite", "", n, results, args.stamps_only)
     if args.backend == "sqlite":
         print_table(results)
         return
     reason = await postgres_answers(args.postgres)
     if reason is None:
-        await run_backend("postgresql", args.postgres, args.cards, results, args.stamps_only)
+        await run_backend("postgresql", args.postgres, n, results, args.stamps_only)
     else:
         print(f"PostgreSQL rows SKIPPED: {args.postgres} does not answer ({reason})")
     print_table(results)
