@@ -134,8 +134,10 @@ class PassContent:
     card: Card
     template: CardTemplate
     last_modified: datetime
-    #: Whether the card's last change was notified: build the pass with ``notify=notified``
-    #: (a silent change's pass carries no changeMessage).
+    #: Whether to build the pass with ``notify=notified`` (changeMessage) for the asking
+    #: device: the card's last change was notified, or a notified change came after the
+    #: version the device holds (``card_for_pass(held_since=...)``). A silent
+    #: change's pass carries no changeMessage.
     notified: bool = True
 
 
