@@ -32,6 +32,18 @@ READING_COMMANDS = (
     ("export-csv",),
     ("templates", "list"),
 )
+#: Commands that change a card: on a missing store they can only fail (no template, no card),
+#: so they create nothing either.
+CARD_COMMANDS = (
+    ("issue", "coffee", "--name", "Ada"),
+    ("stamp", "ABCD-EFGH-JKMN"),
+    ("set-stamps", "ABCD-EFGH-JKMN", "3"),
+    ("redeem", "ABCD-EFGH-JKMN", "FREE-1234"),
+    ("coupon", "ABCD-EFGH-JKMN", "Birthday cake"),
+    ("message", "ABCD-EFGH-JKMN", "Hello"),
+    ("void", "ABCD-EFGH-JKMN"),
+    ("delete", "ABCD-EFGH-JKMN"),
+)
 
 
 @contextmanager
@@ -125,8 +137,10 @@ async def test_reading_an_existing_sqlite_store_works(tmp_path: Path) -> None:
         await store.close()
 
 
-@pytest.mark.parametrize("command", READING_COMMANDS, ids=lambda c: " ".join(c))
-def test_cli_reading_commands_on_a_missing_sqlite_file(tmp_path: Path, command: tuple[str]) -> None:
+@pytest.mark.parametrize("command", READING_COMMANDS + CARD_COMMANDS, ids=lambda c: " ".join(c))
+def test_cli_commands_on_a_missing_sqlite_file_create_nothing(
+    tmp_path: Path, command: tuple[str]
+) -> None:
     path = tmp_path / "typo.db"
     result = CliRunner().invoke(main, [*command, "--db", f"sqlite:///{path}"])
     assert result.exit_code != 0
@@ -186,7 +200,7 @@ async def test_cli_reading_commands_on_an_empty_postgres_database() -> None:
 
     url = postgres_url()
     async with empty_postgres_database(url) as db_url:
-        for command in (("templates", "list"), ("cards",)):
+        for command in (("templates", "list"), ("cards",), ("stamp", "ABCD-EFGH-JKMN")):
             # CliRunner runs asyncio.run itself: keep it off this test's event loop.
             result = await asyncio.to_thread(CliRunner().invoke, main, [*command, "--db", db_url])
             assert result.exit_code != 0, result.output

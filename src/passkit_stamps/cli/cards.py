@@ -87,11 +87,13 @@ def _run(db: str, action: Callable[[StampService], Awaitable[T]], *, create: boo
 def _run_card(db: str, action: Callable[[CardOperations], Awaitable[T]]) -> T:
     """:func:`_run` for the commands that change one card (issue, stamp, redeem, ...): their
     operations are the service's :class:`~..service.cards.CardOperations`, the same methods
-    StampService has, without importing the service's other concerns (start-up time)."""
+    StampService has, without importing the service's other concerns (start-up time). They
+    need a published template or an issued card, so on a missing store they can only fail:
+    like the reading commands, they create nothing there."""
     with _loading():
         from ..service.cards import CardOperations
 
-    return _run_on(CardOperations, db, action, create=True)
+    return _run_on(CardOperations, db, action, create=False)
 
 
 def _run_on(
