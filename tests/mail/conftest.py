@@ -68,7 +68,9 @@ def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data
         b"shop",
         b"p@ss word",
     )
-    return AuthResult(success=ok)
+    # handled=False: the server answers a refusal itself (535); the default, handled=True,
+    # means the authenticator already replied, and the client would wait for its timeout.
+    return AuthResult(success=ok, handled=False)
 
 
 @pytest.fixture

@@ -136,6 +136,8 @@ async def test_a_refused_login_keeps_the_email_and_never_shows_the_password(
     log = tmp_path / "worker.log"
     with running(["worker"], log=log, env=_worker_env(db, url)):
         await _wait_for_log(log, "not sent, will retry")
+    # The server's refusal (535), not a read timeout.
+    assert "refused (535)" in log.read_text(), log.read_text()
     [job] = await service.pending_email()
     assert job.attempts >= 1
     assert smtp.recorder.messages == []

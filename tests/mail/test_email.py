@@ -3,6 +3,8 @@ outbox keeping every message the server refuses or cannot take."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from passkit_stamps.delivery.email import (
@@ -155,10 +157,15 @@ async def test_deleted_card_email_is_dropped(service: StampService, smtp: SmtpSe
     assert report.dropped == 1 and smtp.recorder.messages == []
 
 
-async def test_smtp_auth_from_the_url(service: StampService, smtp: SmtpServer) -> None:
+async def test_smtp_auth_from_the_url(
+    service: StampService, smtp: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
     await service.enrol("coffee", Holder(name="A", email="a@example.com"))
     bad = f"smtp://shop:wrong@127.0.0.1:{smtp.port}/?from=shop@beanthere.example&timeout=2"
-    assert (await deliver_pending_email(service, sender(bad), card_url)).retrying == 1
+    with caplog.at_level(logging.WARNING, logger="passkit_stamps"):
+        assert (await deliver_pending_email(service, sender(bad), card_url)).retrying == 1
+    # The server's refusal, not a timeout: the message is kept for a fixed password.
+    assert "refused (535)" in caplog.text, caplog.text
     good = f"smtp://shop:p%40ss%20word@127.0.0.1:{smtp.port}/?from=shop@beanthere.example&timeout=2"
     assert (await deliver_pending_email(service, sender(good), card_url)).sent == 1
 
