@@ -353,6 +353,58 @@ async def test_bodies_are_bounded_before_parsing(api: Api) -> None:
     assert_problem(await stamp(api, serial, content=chunks()), 413, "request-too-large")
 
 
+async def test_a_body_in_several_messages_is_read_whole(api: Api) -> None:
+    serial = (await api.issue())["card"]["serial"]
+
+    async def chunks() -> Any:  # one ASGI message each
+        for part in (b'{"cou', b"", b'nt": ', b"2}"):
+            yield part
+
+    r = await stamp(api, serial, content=chunks())
+    assert r.status_code == 200, r.text
+    assert r.json()["card"]["stamps"] == 2
+
+
+async def test_read_body_limits_and_disconnect() -> None:
+    from starlette.requests import ClientDisconnect
+
+    from passkit_stamps.api.app import _read_body
+    from passkit_stamps.errors import RequestError, RequestTooLargeError
+
+    def receiving(*messages: dict[str, Any]) -> Any:
+        queue = list(messages)
+
+        async def receive() -> dict[str, Any]:
+            return queue.pop(0)
+
+        return receive
+
+    one = receiving({"type": "http.request", "body": b"abcd"})
+    assert await _read_body(one, 4, "4") == b"abcd"
+    with pytest.raises(RequestTooLargeError):  # declared: refused before reading
+        await _read_body(receiving(), 4, "5")
+    with pytest.raises(RequestError, match="malformed Content-Length"):
+        await _read_body(receiving(), 4, "\u00b9")
+    parts = receiving(
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cde", "more_body": True},
+    )
+    with pytest.raises(RequestTooLargeError):  # at the message that passes the limit
+        await _read_body(parts, 4, None)
+    gone = receiving({"type": "http.request", "body": b"a", "more_body": True},
+                     {"type": "http.disconnect"})  # fmt: skip
+    with pytest.raises(ClientDisconnect):
+        await _read_body(gone, 4, None)
+
+
+async def test_a_repeated_header_counts_by_its_first_value(api: Api) -> None:
+    serial = (await api.issue())["card"]["serial"]
+    good, bad = ("Authorization", f"Bearer {api.staff}"), ("Authorization", "Bearer pks_nope")
+    path = f"{MOUNT}/cards/{serial}/stamps"
+    assert (await api.client.post(path, headers=[good, bad])).status_code == 200
+    assert_problem(await api.client.post(path, headers=[bad, good]), 401, "api-key")
+
+
 async def test_unknown_card_and_route_are_problems(api: Api) -> None:
     assert_problem(await stamp(api, "NOSUCHCARD"), 404, "card-not-found")
     r = await api.call("GET", "/nowhere", api.staff)

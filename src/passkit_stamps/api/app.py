@@ -26,9 +26,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from .. import _boundedjson as boundedjson
 from ..errors import (
@@ -38,11 +39,12 @@ from ..errors import (
     NotFoundError,
     PasskitStampsError,
     RequestError,
+    RequestTooLargeError,
 )
 from ..model import Card, Holder
 from ..service.apikeys import ApiKey, ApiRole
 from ..web.asgiguard import RequestGuard
-from ..web.requests import read_body
+from ..web.requests import check_content_length
 from . import models as m
 from .config import ApiConfig
 from .models import Problem
@@ -53,11 +55,16 @@ from .ratelimit import KeyFailureLimiter, KeyRateLimiter, address_key
 if TYPE_CHECKING:
     from ..service import CardDetails, Change, JournalEntry, StampService
 
-__all__ = ["ApiConfig", "Call", "Operation", "TillApi", "create_api"]
+__all__ = ["ApiConfig", "Call", "Endpoint", "Operation", "TillApi", "create_api"]
 
 OPENAPI_PATH = "/openapi.json"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _MAX_AUTHORIZATION = 256
+#: The request headers the API reads, by their names as ASGI gives them.
+_AUTHORIZATION = b"authorization"
+_CONTENT_LENGTH = b"content-length"
+_IDEMPOTENCY_KEY = IDEMPOTENCY_HEADER.lower().encode()
+_READ_HEADERS = frozenset((_AUTHORIZATION, _CONTENT_LENGTH, _IDEMPOTENCY_KEY))
 
 
 @dataclass
@@ -186,28 +193,15 @@ class TillApi:
         ):
             by_path.setdefault(op.path, {})[op.method] = op
         routes: list[BaseRoute] = [
-            Route(path, self._endpoint(ops), methods=list(ops)) for path, ops in by_path.items()
+            Route(path, Endpoint(self, ops), methods=list(ops)) for path, ops in by_path.items()
         ]
         routes.append(Route(OPENAPI_PATH, self.openapi, methods=["GET"]))
         return routes
 
     # -- the request pipeline ------------------------------------------------------------------
 
-    def _endpoint(self, ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            op = ops.get(request.method) or ops.get("GET" if request.method == "HEAD" else "")
-            if op is None:  # pragma: no cover - Starlette answers 405 first
-                raise HTTPException(405)
-            try:
-                return await self._run(op, request)
-            except ValidationError as exc:  # pragma: no cover - parsed per part in _run
-                return validation_response(exc, "request")
-            except PasskitStampsError as exc:
-                return error_response(exc)
-
-        return endpoint
-
     async def _run(self, op: Operation, request: Request) -> Response:
+        headers = _request_headers(request.scope)
         client = request.scope.get("client")
         address = address_key(client[0] if client else None)
         wait = self.failures.wait(address)
@@ -217,7 +211,7 @@ class TillApi:
                 retry_after=wait,
             )
         try:
-            key = await self._authenticate(request)
+            key = await self._authenticate(headers.get(_AUTHORIZATION))
         except ApiKeyError:
             self.failures.failed(address)
             raise
@@ -238,20 +232,17 @@ class TillApi:
         elif request.scope.get("query_string"):
             raise RequestError(f"{op.operation_id} takes no query parameters")
         if op.idempotent:
-            call.idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
+            call.idempotency_key = headers.get(_IDEMPOTENCY_KEY)
         if op.body is not None:
-            raw = await read_body(
-                request.stream(),
-                self.config.max_body,
-                content_length=request.headers.get("content-length"),
+            raw = await _read_body(
+                request.receive, self.config.max_body, headers.get(_CONTENT_LENGTH)
             )
             call.body = _parse_body(op.body, raw, required=op.body_required)
             if isinstance(call.body, Response):
                 return call.body
         return await op.handler(call)
 
-    async def _authenticate(self, request: Request) -> ApiKey:
-        header = request.headers.get("authorization")
+    async def _authenticate(self, header: str | None) -> ApiKey:
         if header is None or len(header) > _MAX_AUTHORIZATION:
             raise ApiKeyError("an API key is required: Authorization: Bearer <key>")
         scheme, _, token = header.partition(" ")
@@ -527,6 +518,33 @@ class TillApi:
         return Response(document, media_type="application/json")
 
 
+class Endpoint:
+    """The operations of one path, by method, as an ASGI app.
+
+    An ASGI app rather than a request -> response function: Starlette's ``Route`` calls it as
+    it is, without wrapping each request in a second exception handler (the app's own
+    ``ExceptionMiddleware`` has the same handlers), which saves every stamp a few coroutines
+    and closures."""
+
+    def __init__(self, api: TillApi, ops: dict[str, Operation]) -> None:
+        self.api = api
+        self.ops = ops
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        op = self.ops.get(method) or self.ops.get("GET" if method == "HEAD" else "")
+        if op is None:  # pragma: no cover - Starlette answers 405 first
+            raise HTTPException(405)
+        response: Response
+        try:
+            response = await self.api._run(op, Request(scope, receive, send))
+        except ValidationError as exc:  # pragma: no cover - parsed per part in _run
+            response = validation_response(exc, "request")
+        except PasskitStampsError as exc:
+            response = error_response(exc)
+        await response(scope, receive, send)
+
+
 def _event(e: JournalEntry) -> dict[str, Any]:
     """An EventOut, as the dict :func:`_answer` serialises."""
     return {
@@ -573,8 +591,41 @@ def _json(model: BaseModel, *, status: int = 200) -> Response:
 
 def _answer(model: type[BaseModel], data: dict[str, Any], *, status: int = 200) -> Response:
     """``data`` (``model``'s fields) as ``model``'s JSON, without building the model."""
-    body = m.wire(model).dump_json(data)
+    body = m.wire(model).serializer.to_json(data)  # dump_json's defaults, without its wrapper
     return Response(body, status_code=status, media_type="application/json")
+
+
+def _request_headers(scope: Scope) -> dict[bytes, str]:
+    """The headers the API reads, each its first value (as Starlette's ``Headers.get``), taken
+    in one pass over the request's headers: a look-up per header scans them all each time.
+    ASGI servers give header names in lower case."""
+    found: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in _READ_HEADERS and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
+
+
+async def _read_body(receive: Receive, limit: int, content_length: str | None) -> bytes:
+    """The request body, refused past ``limit`` bytes as :func:`..web.requests.read_body` does
+    (when declared, or at the chunk that passes it: nothing beyond is kept), read from the
+    ASGI messages as ``Request.stream()`` does but without its generator: a body that comes in
+    one message, as a till's does, is taken as it is."""
+    check_content_length(content_length, limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLargeError(f"request body over {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)  # one chunk: that very object, no copy
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
 
 
 def _parse_body(model: type[BaseModel], raw: bytes, *, required: bool) -> Any:

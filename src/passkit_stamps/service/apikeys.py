@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -82,7 +83,7 @@ class ApiKey:
     def active(self) -> bool:
         return self.revoked_at is None
 
-    @property
+    @cached_property  # made once per key, not per request (the table keeps its keys)
     def actor(self) -> str:
         """What the journal records for what this key does."""
         return f"api-key:{self.id} ({self.name})"
@@ -200,7 +201,10 @@ class ApiKeyOperations(CardOperations, CardReads):
             raise ApiKeyError(_REFUSED)
         key_id, secret = match.groups()
         digest = _sha256(secret).encode()
-        table = await self._key_table(KEY_TABLE_SECONDS)
+        table = self._api_keys
+        # A fresh table (nearly always) is used as it is: no coroutine a request.
+        if time.monotonic() - table.loaded_at > KEY_TABLE_SECONDS:
+            table = await self._key_table(KEY_TABLE_SECONDS)
         key = table.check(key_id, digest)
         if key is None:
             # Perhaps created by another process since the table was read: read it again if

@@ -156,6 +156,17 @@ def not_modified(changed: datetime, since: datetime | None) -> bool:
 # -- bodies -------------------------------------------------------------------------------------
 
 
+def check_content_length(content_length: str | None, limit: int) -> None:
+    """Refuse a declared ``Content-Length`` that is malformed (400) or over ``limit`` (413),
+    before the body is read."""
+    if content_length is not None:
+        # ASCII digits only: str.isdigit() also accepts "¹" (latin-1 0xB9), which int() refuses.
+        if not _CONTENT_LENGTH.fullmatch(content_length):
+            raise RequestError("malformed Content-Length")
+        if int(content_length) > limit:
+            raise RequestTooLargeError(f"request body over {limit} bytes")
+
+
 async def read_body(
     chunks: AsyncIterator[bytes], limit: int, *, content_length: str | None = None
 ) -> bytes:
@@ -164,12 +175,7 @@ async def read_body(
     A declared ``Content-Length`` over the limit is refused before reading; a body that passes
     the limit while streaming is refused at that chunk, so nothing beyond ``limit`` is buffered.
     """
-    if content_length is not None:
-        # ASCII digits only: str.isdigit() also accepts "¹" (latin-1 0xB9), which int() refuses.
-        if not _CONTENT_LENGTH.fullmatch(content_length):
-            raise RequestError("malformed Content-Length")
-        if int(content_length) > limit:
-            raise RequestTooLargeError(f"request body over {limit} bytes")
+    check_content_length(content_length, limit)
     body = bytearray()
     async for chunk in chunks:
         body += chunk
