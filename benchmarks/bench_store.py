@@ -30,7 +30,9 @@ import inspect
 import json
 import os
 import random
+import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -492,6 +494,12 @@ PAGE_CASES: tuple[tuple[str, dict[str, Any], str], ...] = (
 )
 #: Random depths per page row.
 PAGE_DEPTHS = 200
+#: --only REGEX: measure only the rows whose label matches (both libraries); its arguments.
+_ONLY: list[str] = []
+
+
+def _wanted(label: str) -> bool:
+    return not _ONLY or re.search(_ONLY[1], label) is not None
 
 
 def _aware(value: Any) -> Any:
@@ -526,6 +534,8 @@ async def measure_pages(store: Store, n: int) -> list[dict[str, Any]]:
         top = int((await conn.exec_driver_sql("SELECT max(id) FROM events")).scalar() or 0)
     await service.list_cards(limit=50)  # warm-up: templates cached, the pool filled
     for label, given, sort in PAGE_CASES:
+        if not _wanted(f"cursor page, {label}, {sort}"):
+            continue
         key = sort.removeprefix("-")
         timings: list[float] = []
         for _ in range(PAGE_DEPTHS):
@@ -543,6 +553,8 @@ async def measure_pages(store: Store, n: int) -> list[dict[str, Any]]:
             timings.append((time.perf_counter() - t0) * 1000)
         out.append(_timed(f"cursor page, {label}, {sort}", timings))
     for label, given in (("all", {}), ("search 'ada'", {"search": "ada"})):
+        if not _wanted(f"first page (count <= 1000), {label}"):
+            continue
         timings = []
         for _ in range(20):
             t0 = time.perf_counter()
@@ -555,6 +567,8 @@ async def measure_pages(store: Store, n: int) -> list[dict[str, Any]]:
         ("types voided + redeemed", {"types": ["card_voided", "voucher_redeemed"]}),
     )
     for label, given in journal_cases:
+        if not _wanted(f"journal cursor page, {label}"):
+            continue
         timings = []
         for _ in range(PAGE_DEPTHS):
             cursor = cursors.journal_cursor(True, rng.randrange(1, top + 1))
@@ -563,23 +577,28 @@ async def measure_pages(store: Store, n: int) -> list[dict[str, Any]]:
             timings.append((time.perf_counter() - t0) * 1000)
         out.append(_timed(f"journal cursor page, {label}", timings))
     capped = "count_limit" in inspect.signature(service.journal).parameters
-    timings = []
-    for _ in range(20):
+    if _wanted("journal first page"):
+        timings = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            await service.journal(limit=50, **({"count_limit": 1000} if capped else {}))
+            timings.append((time.perf_counter() - t0) * 1000)
+        out.append(_timed("journal first page (count <= 1000 / exact before)", timings))
+    if _wanted("a card's history page"):
+        timings = []
+        for _ in range(PAGE_DEPTHS):
+            serial = rng.choice(sampled)[0]
+            t0 = time.perf_counter()
+            await service.card_history_page(serial, limit=50)
+            timings.append((time.perf_counter() - t0) * 1000)
+        out.append(_timed("a card's history page", timings))
+    if _wanted("offset page at n/2"):
         t0 = time.perf_counter()
-        await service.journal(limit=50, **({"count_limit": 1000} if capped else {}))
-        timings.append((time.perf_counter() - t0) * 1000)
-    out.append(_timed("journal first page (count <= 1000 / exact before)", timings))
-    timings = []
-    for _ in range(PAGE_DEPTHS):
-        serial = rng.choice(sampled)[0]
-        t0 = time.perf_counter()
-        await service.card_history_page(serial, limit=50)
-        timings.append((time.perf_counter() - t0) * 1000)
-    out.append(_timed("a card's history page", timings))
-    t0 = time.perf_counter()
-    await service.list_cards(limit=50, offset=n // 2, sort="created_at")
-    elapsed = (time.perf_counter() - t0) * 1000
-    out.append({"measure": "offset page at n/2 (no cursor)", "ms": elapsed})
+        await service.list_cards(limit=50, offset=n // 2, sort="created_at")
+        elapsed = (time.perf_counter() - t0) * 1000
+        out.append({"measure": "offset page at n/2 (no cursor)", "ms": elapsed})
+    if not _wanted("add_stamps on the seeded store"):
+        return out
     stamped = [s[0] for s in rng.sample(sampled, min(500, len(sampled)))]
     t0 = time.perf_counter()
     for serial in stamped:
@@ -641,33 +660,73 @@ def _library(baseline: str | None, *args: str) -> str:
 
 
 async def run_pages(
-    kind: str, pg_url: str, sizes: tuple[int, ...], results: list[Row], baseline: str | None
+    kind: str,
+    pg_url: str,
+    sizes: tuple[int, ...],
+    results: list[Row],
+    baseline: str | None,
+    seeded: str | None = None,
 ) -> None:
     """Per size a store of its own, seeded once; with --baseline, created by the baseline's
     library and measured by it first (in a process of its own), then upgraded to this version
-    and measured again: both on the same rows, in the same run."""
+    and measured again: both on the same rows, in the same run. ``seeded`` (--seeded): keep a
+    copy of the seeded store there (SQLite: a file; PostgreSQL: a database of that name), or
+    when it exists, measure a copy of it instead of seeding (one size only)."""
     import asyncpg
 
     for n in sizes:
         schema = None
+        work_db = None
         with tempfile.TemporaryDirectory() as folder:
             url = f"sqlite:///{Path(folder) / 'pages.db'}"
-            if kind == "postgresql":
+            reuse = False
+            if kind == "postgresql" and seeded:
+                work_db = f"{seeded}_work"
+                url = _database_url(pg_url, work_db)
+                admin = await asyncpg.connect(_plain(pg_url))
+                try:
+                    reuse = bool(
+                        await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", seeded)
+                    )
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{work_db}"')
+                    if reuse:
+                        await admin.execute(f'CREATE DATABASE "{work_db}" TEMPLATE "{seeded}"')
+                    else:
+                        await admin.execute(f'CREATE DATABASE "{work_db}"')
+                finally:
+                    await admin.close()
+            elif kind == "postgresql":
                 url = pg_url
                 schema = "pks_pages_" + secrets.token_hex(4)
                 admin = await asyncpg.connect(_plain(pg_url))
                 await admin.execute(f'CREATE SCHEMA "{schema}"')
                 await admin.close()
+            elif seeded and Path(seeded).exists():
+                reuse = True
+                shutil.copyfile(seeded, url.removeprefix("sqlite:///"))
             where = ["--url", url, *(["--schema", schema] if schema else [])]
             try:
-                _library(baseline, "--create", *where)
-                t0 = time.perf_counter()
-                await seed_cards(kind, url, schema, 0, n)
-                seeded = f"{time.perf_counter() - t0:.1f} s"
-                results.append((kind, f"seed {n:,} cards (bulk, with their journal)", seeded))
+                if reuse:
+                    results.append((kind, f"seeded store reused ({seeded})", f"{n:,} cards"))
+                else:
+                    _library(baseline, "--create", *where)
+                    t0 = time.perf_counter()
+                    await seed_cards(kind, url, schema, 0, n)
+                    seeded_in = f"{time.perf_counter() - t0:.1f} s"
+                    results.append(
+                        (kind, f"seed {n:,} cards (bulk, with their journal)", seeded_in)
+                    )
+                    if seeded and kind == "sqlite":
+                        shutil.copyfile(url.removeprefix("sqlite:///"), seeded)
+                    elif seeded and work_db:
+                        admin = await asyncpg.connect(_plain(pg_url))
+                        try:
+                            await admin.execute(f'CREATE DATABASE "{seeded}" TEMPLATE "{work_db}"')
+                        finally:
+                            await admin.close()
                 before: dict[str, dict[str, Any]] = {}
                 if baseline:
-                    measured = _library(baseline, "--measure", "--cards", str(n), *where)
+                    measured = _library(baseline, "--measure", "--cards", str(n), *where, *_ONLY)
                     before = {r["measure"]: r for r in json.loads(measured)}
                 t0 = time.perf_counter()
                 store = await Store.open(url, create=False, **_store_options(schema))
@@ -683,6 +742,10 @@ async def run_pages(
                     admin = await asyncpg.connect(_plain(pg_url))
                     await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
                     await admin.close()
+                if work_db is not None:
+                    admin = await asyncpg.connect(_plain(pg_url))
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{work_db}" WITH (FORCE)')
+                    await admin.close()
         for row in after:
             measure = f"{row['measure']}, {n:,} cards"
             if row["measure"] in before:
@@ -690,6 +753,13 @@ async def run_pages(
             else:
                 shown = _format(row)
             results.append((kind, measure, shown))
+
+
+def _database_url(url: str, database: str) -> str:
+    """``url`` with another database name."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
 def _load() -> str:
@@ -730,6 +800,15 @@ async def main() -> None:
         default=None,
         help="with --pages: a baseline checkout's src folder, measured first on the same rows",
     )
+    parser.add_argument(
+        "--seeded",
+        default=None,
+        help="with --pages (one size, one backend): keep the seeded store there (SQLite: a file; "
+        "PostgreSQL: a database of that name) or, when it exists, measure a copy of it",
+    )
+    parser.add_argument(
+        "--only", default=None, help="with --pages: only the rows whose label matches this regex"
+    )
     # Internal: what --pages runs in a process of its own (the baseline's library).
     parser.add_argument("--create", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -737,6 +816,8 @@ async def main() -> None:
     parser.add_argument("--schema", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = tuple(int(x) for x in str(args.cards).split(","))
+    if args.only:
+        _ONLY[:] = ["--only", args.only]
     if args.create:
         await _create_command(args.url, args.schema)
         return
@@ -749,7 +830,7 @@ async def main() -> None:
         for kind in ("sqlite", "postgresql"):
             if args.backend in ("both", kind):
                 rows: list[Row] = []
-                await run_pages(kind, args.postgres, sizes, rows, args.baseline)
+                await run_pages(kind, args.postgres, sizes, rows, args.baseline, args.seeded)
                 print_table(rows)  # each store as it ends: a million cards take a while
                 print(f"load average {_load()}")
         return

@@ -201,12 +201,19 @@ def update_card(
     no round trip of its own). Its ``updated_at`` (Last-Modified) is ``now`` or, when the clock
     has not moved past ``previous`` (the stored ``updated_at``, read under the card's lock) by a
     step, one step after it (:func:`.changes.next_change_time`)."""
-    values = codec.card_row(new, holder_id)
-    values["b_serial"] = values.pop("serial")
-    del values["holder_id"]  # never changes
-    if new.holder == old.holder:
-        # Unchanged: leaving it out of SET spares its index entries and the search trigger.
-        del values["search_text"]
+    row = codec.card_row(new, holder_id)
+    before = codec.card_row(old, holder_id)
+    # Only the columns whose values changed: SQLite rewrites an index's entry whenever one of
+    # its columns (or of its WHERE) is in the SET clause, even to the same value, so a stamp
+    # (stamps, last stamp) leaves the indexes of state, template, creation and expiry alone.
+    # The serial and holder never change; the search text only with the holder (leaving it out
+    # of SET also spares the search trigger).
+    values: dict[str, Any] = {
+        key: value for key, value in row.items() if key not in _NEVER_SET and value != before[key]
+    }
+    if new.holder != old.holder:
+        values["search_text"] = row["search_text"]
+    values["b_serial"] = row["serial"]
     changed_at = changes.next_change_time(previous, now)
     values.update(updated_at=changed_at, notified=notified)
     if notified:
@@ -226,6 +233,9 @@ def update_card(
     return tag
 
 
+#: Columns update_card never sets from the row (the serial is the key; the search text is set
+#: when the holder changed).
+_NEVER_SET = frozenset({"serial", "holder_id", "search_text"})
 _UPDATE_CARD = cards.update().where(cards.c.serial == sa.bindparam("b_serial"))
 _UPDATE_CARD_TAGGED = _UPDATE_CARD.values(change_tag=changes.PG_TAG).returning(cards.c.change_tag)
 _UPDATE_VOUCHER = vouchers.update().where(

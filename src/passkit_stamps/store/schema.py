@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from ..errors import StoreError
 
 #: The schema version this library writes. Raise it together with a new step in UPGRADES.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 #: SQLite's search index (step 2): an FTS5 table with the trigram tokenizer over
 #: ``cards.search_text``, keyed by the card's ``holder_id`` (every card has a holder row of its
@@ -98,6 +98,19 @@ holders = sa.Table(
 #: in other orders walk or look up instead (store/search.py).
 LIVE_INDEX_KEYS: dict[str, tuple[str, ...]] = {"created": ("created_at", "serial")}
 
+#: Step 9's indexes of the live cards in a state other than active (completed, expired,
+#: voided: each a small share of the cards), by state and then these; named by the key. Partial,
+#: so a write of an active card (most stamps) only tests the condition and writes no entry.
+#: A query uses them when its WHERE carries the condition's terms as written here (SQLite's
+#: rule for partial indexes; store/search.py adds them).
+INACTIVE_WHERE = "state <> 'active' AND deleted_at IS NULL"
+INACTIVE_INDEX_KEYS: dict[str, tuple[str, ...]] = {
+    "stamps": ("stamps", "serial"),
+    "last_stamp": ("last_stamp_at", "serial"),
+    "serial": ("serial",),
+    "holder": ("holder_id",),
+}
+
 cards = sa.Table(
     "cards",
     metadata,
@@ -158,6 +171,18 @@ cards = sa.Table(
         )
         for column in ("state", "template_id")
         for name, keys in LIVE_INDEX_KEYS.items()
+    ),
+    # Step 9: keyset pages of a state other than active in the other orders (a range of the
+    # state's cards by stamps, last stamp or serial; by name, a probe of the state's holders).
+    *(
+        sa.Index(
+            f"ix_cards_inactive_{name}",
+            "state",
+            *keys,
+            sqlite_where=sa.text(INACTIVE_WHERE),
+            postgresql_where=sa.text(INACTIVE_WHERE),
+        )
+        for name, keys in INACTIVE_INDEX_KEYS.items()
     ),
 )
 
@@ -738,6 +763,28 @@ def _step_live_pages(conn: Connection) -> None:
             conn.exec_driver_sql(f"ANALYZE ix_cards_live_{column}_created")
 
 
+def _step_inactive_pages(conn: Connection) -> None:
+    """Step 9. Keyset pages of a state other than active in any order (issue 11): partial
+    indexes of the live cards not active, by state and stamps, last stamp, serial or holder."""
+    for name, keys in (
+        ("stamps", "stamps, serial"),
+        ("last_stamp", "last_stamp_at, serial"),
+        ("serial", "serial"),
+        ("holder", "holder_id"),
+    ):
+        conn.exec_driver_sql(
+            f"CREATE INDEX ix_cards_inactive_{name} ON cards (state, {keys}) "
+            "WHERE state <> 'active' AND deleted_at IS NULL"
+        )
+    if (
+        conn.dialect.name == "sqlite"
+        and conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first()
+    ):
+        # An analyzed store: figures for the new indexes too (see step 8).
+        for name in ("stamps", "last_stamp", "serial", "holder"):
+            conn.exec_driver_sql(f"ANALYZE ix_cards_inactive_{name}")
+
+
 #: Ordered upgrade steps: (version reached, step). Append only; never edit a released step (nor
 #: the helpers it calls: _sqlite_search_index, _postgres_trigram_index): old databases were
 #: made by them as they are.
@@ -750,6 +797,7 @@ UPGRADES: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (6, _step_change_order),
     (7, _step_notified_at),
     (8, _step_live_pages),
+    (9, _step_inactive_pages),
 )
 
 

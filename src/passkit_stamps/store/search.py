@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -95,15 +96,43 @@ def state_column(now: datetime | None) -> sa.ColumnElement[Any]:
     return sa.case((_due(now), sa.literal("expired")), else_=cards.c.state).label("state")
 
 
-def _state_is(state: str, now: datetime | None, hide: bool = False) -> sa.ColumnElement[bool]:
+def _inactive(table: Any = cards) -> sa.ColumnElement[bool]:
+    """``state <> 'active'`` with the constant written out: with ``deleted_at IS NULL``, the
+    condition of step 9's partial indexes (store.schema.INACTIVE_WHERE), which SQLite uses only
+    for a query whose WHERE carries the same terms."""
+    column: sa.ColumnElement[Any] = table.c.state
+    return column != sa.literal_column("'active'")
+
+
+def _stored_state_is(
+    state: str, hide: bool = False, constant: bool = False
+) -> sa.ColumnElement[bool]:
+    """The stored state is ``state`` (for one not active, with :func:`_inactive` too, unless
+    hidden: a walk must not start from those indexes). ``constant`` (PostgreSQL): the state
+    written out instead, and no :func:`_inactive`: the planner proves a partial index's
+    condition from the constant itself, and would take the two terms for independent (a
+    tenth of the state's cards expected)."""
+    column = _column("state", hide)
+    if constant:
+        return column == sa.literal_column("'" + state.replace("'", "''") + "'")
+    if state == "active" or hide:
+        return column == state
+    return sa.and_(column == state, _inactive())
+
+
+def _state_is(
+    state: str, now: datetime | None, hide: bool = False, constant: bool = False
+) -> sa.ColumnElement[bool]:
     """``state_column(now) == state``, written so the state index still serves it."""
     column = _column("state", hide)
     if now is None or state not in ("expired", *_EXPIRING):
-        return column == state
+        return _stored_state_is(state, hide, constant)
     if state == "expired":
         return sa.or_(column == "expired", _due(now, hide))
     expires_at = _column("expires_at", hide)
-    return sa.and_(column == state, sa.or_(expires_at.is_(None), expires_at > now))
+    return sa.and_(
+        _stored_state_is(state, hide, constant), sa.or_(expires_at.is_(None), expires_at > now)
+    )
 
 
 def uses_search_index(has_search_index: bool, text: str | None) -> bool:
@@ -138,6 +167,15 @@ def _where(
     text = f.search
     if text and f.search_index and not walk:
         where.append(cards.c.holder_id.in_(_fts_matches(text)))
+        if _fts_text(text) != text:
+            where.append(cards.c.search_text.like(like_pattern(text), escape="\\"))
+    elif text and _fts_text(text) != text:
+        # An address: PostgreSQL's trigram index asked for the part that sets a card apart
+        # (see _fts_text: the same cost there), the whole text checked on the row (written so
+        # that no index serves it).
+        where.append(cards.c.search_text.like(like_pattern(_fts_text(text)), escape="\\"))
+        unindexed = cards.c.search_text.concat(sa.literal_column("''"))
+        where.append(unindexed.like(like_pattern(text), escape="\\"))
     elif text:
         where.append(cards.c.search_text.like(like_pattern(text), escape="\\"))
     if f.template_id is not None:
@@ -171,12 +209,27 @@ def _fts_phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
+def _fts_text(text: str) -> str:
+    """What SQLite's FTS5 index is asked for a search text: the text itself, or for an e-mail
+    address the longest run of letters and digits before its ``@`` (3 or more). An address's
+    trigrams after the ``@`` (``exa``, ``com``, ...) occur in nearly every card, and matching a
+    phrase reads each of its trigrams' whole lists: the part before the ``@`` is what sets one
+    card apart. Every card containing the text contains that run; the text itself is then
+    checked on each candidate's row (LIKE, as a walking page does)."""
+    local, at, _domain = text.partition("@")
+    if not at:
+        return text
+    best = max(re.findall(r"[^\W_]+", local), key=len, default="")
+    return best if len(best) >= 3 else text
+
+
 def _fts_match(text: str) -> sa.ColumnElement[bool]:
-    return sa.literal_column(SQLITE_SEARCH_TABLE).op("MATCH")(_fts_phrase(text))
+    return sa.literal_column(SQLITE_SEARCH_TABLE).op("MATCH")(_fts_phrase(_fts_text(text)))
 
 
 def _fts_matches(text: str) -> sa.Select[Any]:
-    """The holder ids (= cards) whose search text contains ``text`` (SQLite's FTS5 index)."""
+    """The holder ids (= cards) whose search text contains ``text``'s FTS5 part
+    (:func:`_fts_text`; the whole text, unless the caller checks it on the card's row)."""
     return sa.select(_FTS.c.rowid).where(_fts_match(text))
 
 
@@ -195,15 +248,20 @@ def _due_serials(dialect: str, now: datetime) -> sa.ColumnElement[bool]:
     index: without statistics it would take ``state IN (...)`` for selective and read every
     active card instead."""
     if dialect == "sqlite":
+        # By rowid: the index holds it (no card read to find the serial, no look-up of the
+        # serial's index afterwards).
         found: Any = sa.text(
-            "SELECT serial FROM cards INDEXED BY ix_cards_expiring "
+            "SELECT rowid FROM cards INDEXED BY ix_cards_expiring "
             "WHERE state IN ('active', 'completed') AND expires_at <= :due_at"
         ).bindparams(sa.bindparam("due_at", now, type_=cards.c.expires_at.type))
-        return cards.c.serial.in_(found.columns(cards.c.serial))
+        rowid = sa.column("rowid", sa.Integer)
+        return sa.literal_column("cards.rowid", sa.Integer).in_(found.columns(rowid))
     return cards.c.serial.in_(sa.select(cards.c.serial).where(_due(now)))
 
 
-def _state_branches(f: CardFilter, dialect: str, hide: bool = False) -> list[_Branch]:
+def _state_branches(
+    f: CardFilter, dialect: str, hide: bool = False, constant: bool = False
+) -> list[_Branch]:
     """The state filter as disjoint alternatives, each a range of a live-cards index: a card
     reads as expired when stored so, or when its expiry time has come before the sweep wrote it
     (a small set, looked up and sorted)."""
@@ -211,10 +269,22 @@ def _state_branches(f: CardFilter, dialect: str, hide: bool = False) -> list[_Br
         return [_Branch(())]
     if f.state == "expired" and f.now is not None:
         return [
-            _Branch((_column("state", hide) == "expired",)),
+            _Branch((_stored_state_is("expired", hide, constant),)),
             _Branch((_due_serials(dialect, f.now),), looked_up=True),
         ]
-    return [_Branch((_state_is(f.state, f.now, hide),))]
+    return [_Branch((_state_is(f.state, f.now, hide, constant),))]
+
+
+def _holder_in_state(state: str) -> sa.ColumnElement[bool]:
+    """The holder (of the outer query) has a live card stored in ``state`` (not active): one
+    probe of step 9's (state, holder_id) index, answered from the index alone."""
+    probe = cards.alias("probe")
+    return sa.exists().where(
+        probe.c.holder_id == holders.c.id,
+        probe.c.state == state,
+        _inactive(probe),
+        probe.c.deleted_at.is_(None),
+    )
 
 
 def _sort_column(key: str) -> sa.Column[Any]:
@@ -437,9 +507,8 @@ SPARSE_MATCHES = 4000
 SPARSE_NAME_MATCHES = 10_000
 
 
-def _index_ordered(f: CardFilter, sort_key: str) -> bool:
-    """Whether every page of ``f`` in this order is a range of one index: no filter, or only a
-    state and a template in the default order (step 8's live-cards indexes)."""
+def _only_state_and_template(f: CardFilter) -> bool:
+    """Whether ``f`` filters by nothing but a state and a template."""
     others = (
         f.search,
         f.template_version,
@@ -448,10 +517,31 @@ def _index_ordered(f: CardFilter, sort_key: str) -> bool:
         f.max_stamps,
         f.has_vouchers_ready,
     )
-    if any(x is not None and x != "" for x in others):
+    return not any(x is not None and x != "" for x in others)
+
+
+def _index_ordered(f: CardFilter, sort_key: str) -> bool:
+    """Whether every page of ``f`` in this order is a range of one index: no filter, only a
+    state and a template in the default order (step 8's live-cards indexes), or only a state
+    other than active in the orders of step 9's indexes (stamps, last stamp, serial)."""
+    if not _only_state_and_template(f):
         return False
     filtered = f.state is not None or f.template_id is not None
-    return sort_key == "created_at" or not filtered
+    if sort_key == "created_at" or not filtered:
+        return True
+    return f.template_id is None and f.state != "active" and sort_key != "name"
+
+
+def _probes_holders(f: CardFilter, sort_key: str) -> bool:
+    """Whether a page by name walks the names' index and probes each holder in step 9's
+    (state, holder_id) index: only a state other than active (a few names in a hundred match,
+    each probe an index lookup: no card read until one matches)."""
+    return (
+        sort_key == "name"
+        and _only_state_and_template(f)
+        and f.template_id is None
+        and f.state not in (None, "active")
+    )
 
 
 def count_matches(conn: Connection, f: CardFilter, *, limit: int | None) -> int:
@@ -465,6 +555,8 @@ def count_matches(conn: Connection, f: CardFilter, *, limit: int | None) -> int:
         query = query.select_from(_FTS.join(cards, cards.c.holder_id == _FTS.c.rowid)).where(
             _fts_match(f.search), *_where(rest, walk=True, hide=hide)
         )
+        if _fts_text(f.search) != f.search:
+            query = query.where(cards.c.search_text.like(like_pattern(f.search), escape="\\"))
     elif f.platform is not None and hide:
         # From the platform's index: a platform few cards are saved in counts those cards
         # instead of checking every card.
@@ -487,6 +579,14 @@ _NESTED_LOOPS = sa.text(
 )
 
 
+#: PostgreSQL, for the rest of the transaction: plans that read in the index's order preferred.
+#: No parallel workers: they would walk the names three at a time, each past its own matches.
+_NO_SORT = sa.text(
+    "SELECT set_config('enable_sort', 'off', true), "
+    "set_config('max_parallel_workers_per_gather', '0', true)"
+)
+
+
 def keyset_rows(conn: Connection, f: CardFilter, ks: Keyset, limit: int) -> list[Mapping[Any, Any]]:
     """Up to ``limit`` rows of the list after the position, with ``vouchers_ready`` and
     ``on_<platform>`` (correlated subqueries: a keyset page reads only its own rows).
@@ -501,12 +601,17 @@ def keyset_rows(conn: Connection, f: CardFilter, ks: Keyset, limit: int) -> list
     matches decides instead."""
     dialect = conn.dialect.name
     ordered = _index_ordered(f, ks.key)
+    probing = _probes_holders(f, ks.key)
     looked_up = False
-    if not ordered and (dialect == "sqlite" or ks.key == "name"):
+    if not ordered and not probing and (dialect == "sqlite" or ks.key == "name"):
         looked_up = _sparse(conn, f, ks.key == "name")
     if not ordered and dialect == "postgresql" and ks.key == "name":
         # The way is chosen: index paths joined by nested loops, not a hash of every holder.
         conn.execute(_NESTED_LOOPS)
+    if probing and dialect == "postgresql":
+        # The walk of the names: otherwise PostgreSQL, which underestimates the state's cards,
+        # starts from them (every one joined with its holder) and sorts.
+        conn.execute(_NO_SORT)
     if f.search and dialect == "postgresql":
         # Prepared statements switch to a generic plan after five runs; one plan cannot fit
         # both "ada" (10% of the cards) and a full email (one card). Plan each for its text.
@@ -526,7 +631,16 @@ def keyset_rows(conn: Connection, f: CardFilter, ks: Keyset, limit: int) -> list
         # ``state = ?`` for selective and would read every such card and sort them.
         hide = dialect == "sqlite" and not ordered and not looked_up
         common = _where(f, walk=not looked_up, lookup=looked_up, state=False, hide=hide)
-        branches = _state_branches(f, dialect, hide)
+        branches = _state_branches(f, dialect, hide, constant=probing and dialect != "sqlite")
+        if probing and f.state is not None and dialect == "sqlite":
+            # The names' index walked, each holder probed before its card is read (the
+            # card's own state hidden from SQLite: the walk must start from the names).
+            # PostgreSQL's join probes the (state, holder_id) index itself (sorts priced out).
+            probe = _holder_in_state(f.state)
+            branches = [
+                b if b.looked_up else dataclasses.replace(b, where=(*b.where, probe))
+                for b in branches
+            ]
     # A looked-up branch of a walking page: no card index but the one of its set (SQLite).
     hidden = _where(f, lookup=True, state=False, hide=dialect == "sqlite")
     walk_steps = _steps(ks, dialect, looked_up=looked_up)
@@ -540,11 +654,14 @@ def keyset_rows(conn: Connection, f: CardFilter, ks: Keyset, limit: int) -> list
         for branch in branches:
             own = lookup_steps[i] if branch.looked_up else step
             where = [*(hidden if branch.looked_up and not looked_up else common), *branch.where]
-            parts.append(
-                _summary_select([*where, *own.where], own.order, 0, wanted, f.now).add_columns(
-                    _READY, *_ON_PLATFORM
+            if branch.looked_up or looked_up:
+                parts.append(_looked_up_page(where, own, ks.key == "name", wanted, f.now))
+            else:
+                parts.append(
+                    _summary_select([*where, *own.where], own.order, 0, wanted, f.now).add_columns(
+                        _READY, *_ON_PLATFORM
+                    )
                 )
-            )
         if len(parts) == 1:
             query = parts[0]
         else:
@@ -555,6 +672,31 @@ def keyset_rows(conn: Connection, f: CardFilter, ks: Keyset, limit: int) -> list
             query = sa.select(merged).order_by(*order).limit(wanted)
         rows += conn.execute(query).mappings()
     return rows
+
+
+def _looked_up_page(
+    where: Sequence[sa.ColumnElement[bool]],
+    step: _Step,
+    by_name: bool,
+    limit: int,
+    now: datetime | None,
+) -> sa.Select[Any]:
+    """A step of a page that looks its matches up: the serials of the page first (the matches
+    sorted by their own columns, at most ``limit`` kept), then only those rows joined with their
+    holder, template, platforms and vouchers. In one query the databases would join every
+    match and (SQLite) compute each row's subqueries before sorting them."""
+    source: Any = cards.join(holders, holders.c.id == cards.c.holder_id) if by_name else cards
+    chosen = (
+        sa.select(cards.c.serial)
+        .select_from(source)
+        .where(*where, *step.where)
+        .order_by(*step.order)
+        .limit(limit)
+        .correlate(None)
+    )
+    return _summary_select([cards.c.serial.in_(chosen)], step.order, 0, limit, now).add_columns(
+        _READY, *_ON_PLATFORM
+    )
 
 
 #: Recent decisions sparse or dense, per store and filter: the pages of one list come one
