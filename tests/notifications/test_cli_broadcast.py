@@ -35,7 +35,7 @@ def test_dry_run_prints_the_reach_and_the_warning_and_sends_nothing(db: str) -> 
     assert "Cards reached:   3" in out and "Google objects:  0" in out
     assert "excessive use" in out.lower() and "3 times per card per 24 hours" in out
     assert json.loads(ok(db, "campaigns", "--json")) == []
-    reach = json.loads(ok(db, "broadcast", "-m", "x", "--search", "ada", "--dry-run", "--json"))
+    reach = json.loads(ok(db, "broadcast", "-m", "x", "--search", "bo", "--dry-run", "--json"))
     assert reach["cards"] == 1 and "warning" in reach
 
 

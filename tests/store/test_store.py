@@ -129,4 +129,5 @@ async def test_upgrade_from_schema_1_indexes_existing_cards_for_search(
         service = StampService(store)
         assert (await service.list_cards(search="lovelace")).total == 1
         await service.issue_card("coffee", Holder(name="Ada Byron"))
-        assert (await service.list_cards(search="ada")).total == 2
+        found = (await service.list_cards(search="ada")).items
+        assert sum("ADA" not in c.serial for c in found) == 2  # a card number can hold "ADA"
