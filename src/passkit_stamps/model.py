@@ -501,6 +501,7 @@ LABEL_KEYS: tuple[str, ...] = tuple(BUILTIN_LABELS["en"])
 _ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 
+
 class Enrolment(_TemplatePart):
     """The public enrolment page (docs/merchant.md): name and e-mail always; phone and birthday
     when asked for; a consent text the customer must tick when given. Design, not rules: a

@@ -585,14 +585,30 @@ def _campaign(report: Any, *, status: int = 200) -> Response:
     return _json(out, status=status)
 
 
+class JSONAnswer(Response):
+    """A JSON answer whose body is already serialised: its two headers are set as they are
+    (Starlette's ``init_headers`` looks for given ones first and builds them each call)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = [
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", b"application/json"),
+        ]
+
+
 def _json(model: BaseModel, *, status: int = 200) -> Response:
-    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+    return JSONAnswer(model.model_dump_json().encode(), status)
 
 
 def _answer(model: type[BaseModel], data: dict[str, Any], *, status: int = 200) -> Response:
     """``data`` (``model``'s fields) as ``model``'s JSON, without building the model."""
     body = m.wire(model).serializer.to_json(data)  # dump_json's defaults, without its wrapper
-    return Response(body, status_code=status, media_type="application/json")
+    return JSONAnswer(body, status)
 
 
 def _request_headers(scope: Scope) -> dict[bytes, str]:
