@@ -132,7 +132,7 @@ async def test_forged_journal_cursors_and_offsets(service: StampService) -> None
         await service.list_cards(cursor=cursors.card_cursor("serial", False, "A", "A"), offset=1)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=80) | st.binary(max_size=60).map(lambda b: _b64(b)))
 def test_any_text_is_a_position_or_a_cursor_error(text: str) -> None:
     for key in SORT_KEYS:
