@@ -22,13 +22,21 @@ POSTGRES = os.environ.get("PASSKIT_STAMPS_TEST_POSTGRES_URL")
 CLI = [sys.executable, "-m", "passkit_stamps"]
 
 
+#: Every port :func:`free_port` handed out in this process. The kernel picks a port at random
+#: for each bind to port 0 and a port is released as soon as it is found, so two calls made
+#: before anything listens (``free_port(), free_port()``) would name the same port once in some
+#: 14,000 pairs: one is never handed out twice.
+_GIVEN: set[int] = set()
+
+
 def free_port(count: int = 1) -> int:
-    """A port on 127.0.0.1 that is free, with the ``count - 1`` ports after it free too."""
+    """A port on 127.0.0.1 that is free, with the ``count - 1`` ports after it free too (none
+    of them handed out by an earlier call)."""
     for _ in range(100):
         with socket.socket() as first:
             first.bind(("127.0.0.1", 0))
             port = int(first.getsockname()[1])
-            if port + count > 65536:
+            if port + count > 65536 or not _GIVEN.isdisjoint(range(port, port + count)):
                 continue
             others = []
             try:
@@ -41,6 +49,7 @@ def free_port(count: int = 1) -> int:
             finally:
                 for other in others:
                     other.close()
+            _GIVEN.update(range(port, port + count))
             return port
     raise RuntimeError("no free ports")
 
