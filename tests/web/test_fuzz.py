@@ -146,6 +146,12 @@ async def test_junk_callbacks_do_not_hold_the_event_loop(
     assert threading.get_ident() not in threads
 
 
+def _verifications_held() -> int:
+    """The callbacks verifying or waiting to verify on this event loop's limiter."""
+    limiter = callbacks._VERIFY_LIMITERS.get(asyncio.get_running_loop())
+    return 0 if limiter is None else limiter.borrowed_tokens + limiter.statistics().tasks_waiting
+
+
 async def test_callbacks_beyond_the_waiters_cap_get_429(
     target: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -163,7 +169,13 @@ async def test_callbacks_beyond_the_waiters_cap_get_429(
     body = json.dumps(junk).encode()
     client = target.wallet.client
     queued = [asyncio.create_task(client.post(CALLBACK, content=body)) for _ in range(4)]
-    await asyncio.sleep(0.2)
+    # Once the four hold the limiter (verifying or waiting), a fifth is refused: waited for,
+    # not slept on (a fixed 0.2 s could end before they all got there on a loaded machine).
+    for _ in range(1000):
+        if _verifications_held() == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert _verifications_held() == 4
     refused = await client.post(CALLBACK, content=body)
     assert refused.status_code == 429
     assert refused.headers["retry-after"] == "1"
