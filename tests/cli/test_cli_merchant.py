@@ -90,7 +90,8 @@ def test_pass_writes_the_current_signed_pass(db: str, dev_pki: Any, tmp_path: Pa
     pass_json = verified.pass_json
     assert pass_json["serialNumber"] == serial
     assert pass_json["webServiceURL"] == "https://stamps.example.com/wallet"
-    assert "2" in json.dumps(pass_json)
+    progress = [f for f in pass_json["storeCard"]["secondaryFields"] if f["key"] == "progress"]
+    assert progress[0]["value"].startswith("2 / ")
     result = run(db, "pass", "NOPE", "-o", str(out), *signing)
     assert result.exit_code == 1 and "no card NOPE" in result.output
 
