@@ -62,6 +62,8 @@ class GoogleStub:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the worker was killed mid-request: nothing to answer
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
