@@ -522,13 +522,16 @@ def _only_state_and_template(f: CardFilter) -> bool:
 
 def _index_ordered(f: CardFilter, sort_key: str) -> bool:
     """Whether every page of ``f`` in this order is a range of one index: no filter, only a
-    state and a template in the default order (step 8's live-cards indexes), or only a state
-    other than active in the orders of step 9's indexes (stamps, last stamp, serial)."""
+    state and a template in the default order (step 8's live-cards indexes), only a state
+    other than active in the orders of step 9's indexes (stamps, last stamp, serial), or only
+    a template by stamps or last stamp (step 10's)."""
     if not _only_state_and_template(f):
         return False
     filtered = f.state is not None or f.template_id is not None
     if sort_key == "created_at" or not filtered:
         return True
+    if f.state is None:
+        return sort_key in ("stamps", "last_stamp_at")
     return f.template_id is None and f.state != "active" and sort_key != "name"
 
 
