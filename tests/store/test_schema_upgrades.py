@@ -202,26 +202,7 @@ async def test_upgrading_from_version_1_keeps_cards_searchable(kind: str, tmp_pa
     async with empty_database(kind, tmp_path) as (url, connect_args):
         await build_at(url, connect_args, 1)
         async with _engine(url, connect_args) as engine, engine.begin() as conn:
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO templates VALUES ('coffee', 1, 'Coffee', 8, '{}', 'c', 'r', "
-                    ":t, :t)"
-                ),
-                {"t": _T0},
-            )
-            await conn.execute(
-                sa.text("INSERT INTO holders (id, name, created_at) VALUES (7, 'Ada', :t)"),
-                {"t": _T0},
-            )
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO cards (serial, template_id, template_version, holder_id, "
-                    "stamps, rounds_completed, state, created_at, authentication_token, "
-                    "search_text, change_tag, updated_at) VALUES ('S-1', 'coffee', 1, 7, 0, 0, "
-                    "'active', :t, 'token-token-token-token', 's-1 ada lovelace', 0, :t)"
-                ),
-                {"t": _T0},
-            )
+            await _insert_cards(conn, [("S-1", 7, "active", "s-1 ada lovelace")])
         store = await Store.open(url, connect_args=connect_args)
         try:
             async with store.read() as conn:
@@ -260,6 +241,58 @@ async def test_the_tables_describe_what_the_steps_create(kind: str, tmp_path: Pa
             del from_steps["indexes"][name]
         from_steps["virtual_tables_and_triggers"] = {}
     assert_same_schema(from_steps, from_tables)
+
+
+async def _insert_cards(conn: Any, rows: list[tuple[str, int, str, str]]) -> None:
+    """A template and cards (serial, holder id, state, search text) in the columns of step 1,
+    each with a holder named Ada."""
+    await conn.execute(
+        sa.text("INSERT INTO templates VALUES ('coffee', 1, 'Coffee', 8, '{}', 'c', 'r', :t, :t)"),
+        {"t": _T0},
+    )
+    for serial, holder, state, search_text in rows:
+        await conn.execute(
+            sa.text("INSERT INTO holders (id, name, created_at) VALUES (:h, 'Ada', :t)"),
+            {"h": holder, "t": _T0},
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO cards (serial, template_id, template_version, holder_id, "
+                "stamps, rounds_completed, state, created_at, authentication_token, "
+                "search_text, change_tag, updated_at) VALUES (:s, 'coffee', 1, :h, 0, 0, "
+                ":state, :t, 'token-token-token-token', :text, 0, :t)"
+            ),
+            {"s": serial, "h": holder, "state": state, "text": search_text, "t": _T0},
+        )
+
+
+@pytest.mark.parametrize("version", [7, 8, 9])
+async def test_an_analyzed_sqlite_store_gets_figures_for_the_new_page_indexes(
+    version: int, tmp_path: Path
+) -> None:
+    """Steps 8 to 10 analyze the indexes they add when someone analyzed the store before:
+    without figures SQLite would take those indexes for selective beside the old ones' real
+    figures. Every index a later step adds has its row in sqlite_stat1."""
+    async with empty_database("sqlite", tmp_path) as (url, connect_args):
+        await build_at(url, connect_args, version)
+        async with _engine(url, connect_args) as engine, engine.begin() as conn:
+            await _insert_cards(conn, [("S-1", 7, "active", "s-1"), ("S-2", 8, "voided", "s-2")])
+            await conn.exec_driver_sql("ANALYZE")
+            before = set((await conn.exec_driver_sql("SELECT idx FROM sqlite_stat1")).scalars())
+        store = await Store.open(url, connect_args=connect_args)
+        try:
+            async with store.read() as conn:
+                found = (await conn.exec_driver_sql("SELECT idx FROM sqlite_stat1")).scalars()
+                after = set(found)
+        finally:
+            await store.close()
+    added = {
+        index.name
+        for index in schema.cards.indexes
+        if index.name and index.name.startswith(("ix_cards_live_", "ix_cards_inactive_"))
+    } - before
+    assert added, "the steps after this version add page indexes"
+    assert added <= after, added - after
 
 
 @asynccontextmanager
